@@ -1,0 +1,172 @@
+"""``onnx_from_torch``: PyTorch module → checked ONNX file.
+
+Checks that matter on the device rather than in the notebook: the input size suits the network's output
+stride, the opset is one TensorRT and onnxruntime both take (≥ 17; the opset actually written is recorded,
+since torch 2.13's dynamo exporter writes 18 and only logs a failed down-conversion), ``onnx.checker``'s full
+check passes, the output is N×C×H×W at the input's H×W, and with ``dynamic=True`` the graph really runs at a
+second size instead of carrying the export size baked into a constant.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from segedge.artifacts import atomic_path
+from segedge.errors import ArtifactError, InputSizeError
+from segedge.registry import ModelSpec
+
+MIN_OPSET = 17
+EXPORT_OPSET = 18  # what the dynamo exporter writes natively; asking for 17 only logs a failed conversion
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+RUN_CHECK_RTOL = 1e-3  # FP32 onnxruntime vs torch differ by ~1e-5 relative; a broken graph by far more
+
+
+@dataclass(frozen=True)
+class OnnxExportInfo:
+    path: Path
+    opset: int
+    input_shape: tuple[int | str, ...]
+    output_shape: tuple[int | str, ...]
+    dynamic: bool
+    second_size: tuple[int, int] | None  # the extra size a dynamic graph was run at
+    seconds: float
+
+
+@contextlib.contextmanager
+def quiet_exporter():
+    """The dynamo exporter prints progress to stdout and logs torchvision warnings: keep them out of the CLI."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def second_valid_size(spec: ModelSpec, size: tuple[int, int]) -> tuple[int, int]:
+    """A different valid size to prove a dynamic graph varies: one stride step larger in H, two in W."""
+    s = spec.output_stride
+    return size[0] + s, size[1] + 2 * s
+
+
+def onnx_from_torch(
+    module,
+    spec: ModelSpec,
+    out_path: str | Path,
+    input_size: tuple[int, int],
+    dynamic: bool = False,
+    opset: int = EXPORT_OPSET,
+) -> OnnxExportInfo:
+    """Export ``module`` (eval mode, batch 1) to ``out_path``; nothing lands there unless every check passes."""
+    import onnx
+    import torch
+    from torch.export import Dim
+
+    if opset < MIN_OPSET:
+        raise InputSizeError(f"opset {opset} is below {MIN_OPSET}: LayerNormalization and TensorRT's parser need ≥ {MIN_OPSET}")
+    spec.check_input_size(*input_size)
+    module = module.eval()
+    height, width = input_size
+    example = torch.zeros(1, 3, height, width)
+    dynamic_shapes = ({2: Dim.AUTO, 3: Dim.AUTO},) if dynamic else None
+
+    started = time.perf_counter()
+    with quiet_exporter():
+        program = torch.onnx.export(
+            module,
+            (example,),
+            None,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=opset,
+            dynamo=True,
+            dynamic_shapes=dynamic_shapes,
+            verbose=False,
+        )
+    proto = program.model_proto
+    if dynamic:
+        _name_dynamic_dims(proto)
+    written_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if written_opset < MIN_OPSET:
+        raise ArtifactError(f"the exporter wrote opset {written_opset}; segedge needs ≥ {MIN_OPSET}")
+
+    out_path = Path(out_path)
+    second = second_valid_size(spec, input_size) if dynamic else None
+    with atomic_path(out_path) as tmp:
+        onnx.save_model(proto, tmp)
+        onnx.checker.check_model(str(tmp), full_check=True)
+        checked = onnx.load(str(tmp))
+        in_shape = _shape_of(checked.graph.input[0])
+        out_shape = _shape_of(checked.graph.output[0])
+        _check_runs(tmp, module, input_size, spec)
+        if second is not None:
+            _check_runs(tmp, module, second, spec)
+    return OnnxExportInfo(
+        path=out_path,
+        opset=written_opset,
+        input_shape=in_shape,
+        output_shape=out_shape,
+        dynamic=dynamic,
+        second_size=second,
+        seconds=round(time.perf_counter() - started, 2),
+    )
+
+
+def _name_dynamic_dims(proto) -> None:
+    """Give the exporter's symbolic dims (s16, s82...) names a user can read: height, width."""
+    names = {}
+    for value in list(proto.graph.input) + list(proto.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        for index, label in ((2, "height"), (3, "width")):
+            if len(dims) > index and dims[index].dim_param:
+                names.setdefault(dims[index].dim_param, label)
+    for value in list(proto.graph.input) + list(proto.graph.output) + list(proto.graph.value_info):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in names:
+                dim.dim_param = names[dim.dim_param]
+
+
+def _shape_of(value_info) -> tuple[int | str, ...]:
+    return tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in value_info.type.tensor_type.shape.dim)
+
+
+def _check_runs(path: Path, module, size: tuple[int, int], spec: ModelSpec) -> None:
+    """Run the file in onnxruntime at ``size``: output must be 1×C×H×W and match torch's argmax."""
+    import torch
+
+    from segedge.runners.onnxrt import OnnxRuntimeRunner
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 3, *size), dtype=np.float32)
+    with OnnxRuntimeRunner(path) as runner:
+        got = runner.infer(x)
+    with torch.inference_mode():
+        want = module(torch.from_numpy(x)).numpy()
+    if got.shape != want.shape or got.shape[2:] != tuple(size):
+        raise ArtifactError(
+            f"exported graph returns {got.shape} at input {size[0]}x{size[1]}, torch returns {want.shape}; "
+            "expected N×C×H×W at the input's H×W"
+        )
+    if not np.isfinite(got).all():
+        raise ArtifactError(f"exported graph returns non-finite logits at input {size[0]}x{size[1]}")
+    diff = float(np.abs(got - want).max())
+    scale = max(1.0, float(np.abs(want).max()))
+    if diff > RUN_CHECK_RTOL * scale:
+        raise ArtifactError(
+            f"exported graph differs from torch at input {size[0]}x{size[1]} (max abs diff {diff:.3g}, "
+            f"logit scale {scale:.3g}); a size baked into the graph is the usual cause"
+        )

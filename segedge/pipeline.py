@@ -1,0 +1,209 @@
+"""The export chain, stage by stage: torch → ONNX → simplified → FP16 / INT8, each parity-gated.
+
+Every stage writes a *candidate* file, runs it against the torch FP32 reference on held-out synthetic
+images, and only then renames it to its final name and records it in ``manifest.json``. A stage whose
+inputs hash the same as a recorded one is reused, not recomputed. A failing stage leaves no file behind
+and never replaces a good artifact from an earlier run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from segedge.artifacts import DEFAULT_STORE, ArtifactDir, sha256_file, tool_versions
+from segedge.checkpoint import Checkpoint, load_checkpoint
+from segedge.compare import GATES, ParityGate, Reference, compare_to_reference, enforce_gate, reference_from_runner
+from segedge.data.synthetic import CLASS_NAMES, SyntheticScenes
+from segedge.data.transforms import to_network_input
+from segedge.export import EXPORT_OPSET, INPUT_NAME, onnx_from_torch
+from segedge.quantize import Int8Config, fp16_from_onnx, int8_from_onnx
+from segedge.registry import get_spec
+from segedge.runners.onnxrt import OnnxRuntimeRunner
+from segedge.runners.torch import TorchRunner
+from segedge.simplify import simplified_onnx
+
+STAGE_FILES = {"onnx": "model.onnx", "sim": "model.sim.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+CALIB_SPLIT_SIZE = 512  # images the synthetic calibration split offers (it is generated, so any size works)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    model: str
+    checkpoint: Path | None = None  # None: the cached trained weights (trained first if missing)
+    untrained: bool = False  # random weights: fast, for smoke tests; parity on random logits is fragile
+    width: float = 1.0
+    input_size: tuple[int, int] | None = None  # None: the model's default
+    dynamic: bool = False
+    fp16: bool = False
+    int8: bool = False
+    int8_config: Int8Config = field(default_factory=Int8Config)
+    eval_images: int = 8
+    store: Path = DEFAULT_STORE
+    threads: int | None = None
+    seed: int = 0
+    gates: dict[str, ParityGate] = field(default_factory=lambda: dict(GATES))
+    train_iterations: int | None = None  # None: the trainer's default recipe
+
+
+@dataclass
+class ExportResult:
+    directory: Path
+    manifest: dict
+
+    def file(self, stage: str) -> Path:
+        return self.directory / self.manifest["stages"][stage]["file"]
+
+
+Log = Callable[[str], None]
+
+
+def _obtain_checkpoint(config: ExportConfig, log: Log, progress: bool) -> Checkpoint:
+    from segedge.train import TrainConfig, cached_checkpoint_path, trained_checkpoint
+
+    spec = get_spec(config.model)
+    if config.checkpoint is not None:
+        return load_checkpoint(config.checkpoint, expect_model=spec.name)
+    if config.untrained:
+        import torch
+
+        torch.manual_seed(config.seed)
+        module = spec.build(num_classes=len(CLASS_NAMES), width=config.width)
+        return Checkpoint(spec.name, config.width, len(CLASS_NAMES), CLASS_NAMES, module.state_dict())
+    kwargs = {"iterations": config.train_iterations} if config.train_iterations else {}
+    recipe = TrainConfig(model=spec.name, width=config.width, seed=config.seed, threads=config.threads, **kwargs)
+    if not cached_checkpoint_path(recipe).is_file():
+        log(f"no trained {spec.name} weights in the cache yet: training them once on synthetic scenes "
+            f"({recipe.iterations} iterations; later commands reuse them)")
+    return trained_checkpoint(recipe, progress=progress)
+
+
+def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool = False) -> ExportResult:
+    """Run the chain for ``config``; returns the artifact directory and its manifest."""
+    spec = get_spec(config.model)
+    size = tuple(config.input_size or spec.default_input_size)
+    spec.check_input_size(*size)
+    config.int8_config.validate()
+    if config.eval_images < 1:
+        raise ValueError("eval_images must be >= 1")
+    threads = config.threads or os.cpu_count() or 1
+
+    ckpt = _obtain_checkpoint(config, log, progress)
+    module = ckpt.build()
+    weights_id = ckpt.sha256() if ckpt.path else f"untrained-seed{config.seed}-w{config.width}"
+    base_config = {
+        "model": spec.name,
+        "width": ckpt.width,
+        "num_classes": ckpt.num_classes,
+        "weights": weights_id,
+        "input_size": list(size),
+        "dynamic": config.dynamic,
+        "opset": EXPORT_OPSET,
+        "eval": {"data": "synthetic", "split": "val", "images": config.eval_images, "seed": config.seed},
+    }
+    art = ArtifactDir.for_config(config.store, spec.name, base_config)
+    manifest = art.read_manifest() or {
+        "model": spec.name,
+        "created": _now(),
+        "config": base_config,
+        "checkpoint": str(ckpt.path) if ckpt.path else None,
+        "class_names": list(ckpt.class_names),
+        "normalization": {"mean": list(spec.mean), "std": list(spec.std)},
+        "stages": {},
+    }
+    manifest["tools"] = tool_versions()
+
+    reference: Reference | None = None
+
+    def get_reference() -> Reference:
+        nonlocal reference
+        if reference is None:
+            val = SyntheticScenes("val", config.eval_images, size=size, seed=config.seed)
+            images, masks = val.batch(0, config.eval_images)
+            inputs = to_network_input(images, spec.mean, spec.std)
+            reference = reference_from_runner(TorchRunner(module, threads=threads), inputs, masks, ckpt.num_classes)
+            manifest["reference"] = {"backend": "torch", "precision": "fp32", "miou": reference.miou,
+                                     "images": config.eval_images, "split": "val"}
+        return reference
+
+    def run_stage(stage: str, stage_config: dict, build: Callable[[Path], dict]) -> None:
+        if art.reusable_stage(manifest, stage, stage_config):
+            log(f"{stage:5s} reused  {art.file(STAGE_FILES[stage])}")
+            return
+        art.path.mkdir(parents=True, exist_ok=True)
+        final = art.file(STAGE_FILES[stage])
+        candidate = art.file(f".candidate.{STAGE_FILES[stage]}")
+        try:
+            started = time.perf_counter()
+            info = build(candidate)
+            report = compare_to_reference(OnnxRuntimeRunner(candidate, threads=threads), get_reference())
+            gate = config.gates[stage]
+            entry = {
+                "file": final.name,
+                "config": stage_config,
+                "seconds": round(time.perf_counter() - started, 2),
+                **info,
+                "parity": report.as_dict(),
+                "gate": asdict(gate),
+            }
+            enforce_gate(stage, report, gate)
+            entry["sha256"] = sha256_file(candidate)
+            os.replace(candidate, final)
+        finally:
+            if candidate.exists():
+                candidate.unlink()
+        manifest["stages"][stage] = entry
+        manifest["updated"] = _now()
+        art.write_manifest(manifest)
+        p = entry["parity"]
+        log(f"{stage:5s} ok      {final}  agreement {100 * p['argmax_agreement']:.3f} %  "
+            f"mIoU {100 * p['miou']:.2f} (drop {p['miou_drop_points']:+.2f})  max|Δ| {p['max_abs_diff']:.2e}")
+
+    def onnx_stage(candidate: Path) -> dict:
+        info = onnx_from_torch(module, spec, candidate, size, dynamic=config.dynamic)
+        return {"opset": info.opset, "input_shape": list(info.input_shape), "output_shape": list(info.output_shape),
+                "dynamic_checked_at": list(info.second_size) if info.second_size else None}
+
+    run_stage("onnx", {"base": base_config}, onnx_stage)
+    onnx_sha = manifest["stages"]["onnx"]["sha256"]
+    onnx_path = art.file(STAGE_FILES["onnx"])
+    run_stage("sim", {"source_sha256": onnx_sha}, lambda c: simplified_onnx(onnx_path, c))
+    sim_sha = manifest["stages"]["sim"]["sha256"]
+    sim_path = art.file(STAGE_FILES["sim"])
+
+    if config.fp16:
+        run_stage("fp16", {"source_sha256": sim_sha}, lambda c: fp16_from_onnx(sim_path, c))
+
+    if config.int8:
+        icfg = config.int8_config
+        ranges = art.file(f"calib.{icfg.calib_method}.{icfg.activation}.{icfg.calib_images}.{sim_sha[:12]}.json")
+
+        def calibration_inputs():
+            calib = SyntheticScenes("calib", CALIB_SPLIT_SIZE, size=size, seed=config.seed)
+            for i in range(icfg.calib_images):
+                image, _ = calib[i]
+                yield to_network_input(image, spec.mean, spec.std)
+
+        def int8_stage(candidate: Path) -> dict:
+            from tqdm import tqdm
+
+            with tqdm(total=icfg.calib_images, desc="calibrate", unit="img", disable=not progress) as bar:
+                info = int8_from_onnx(
+                    sim_path, candidate, calibration_inputs, icfg, available_images=CALIB_SPLIT_SIZE,
+                    input_name=INPUT_NAME, ranges_cache=ranges, progress=lambda n: bar.update(n - bar.n),
+                )
+            return {**info, "calibration": {"split": "calib", **icfg.as_dict()}}
+
+        run_stage("int8", {"source_sha256": sim_sha, "int8": icfg.as_dict()}, int8_stage)
+
+    return ExportResult(art.path, manifest)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,66 @@
+"""ONNX Runtime runner (CPU by default; any execution provider the installed build offers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from segedge.errors import ArtifactError, RunnerInputError
+from segedge.runners.base import Runner, TensorSpec
+
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}
+
+
+class OnnxRuntimeRunner(Runner):
+    backend = "onnxruntime"
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        threads: int | None = None,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+    ) -> None:
+        super().__init__(threads)
+        self.model_path = Path(model_path)
+        self.providers = list(providers)
+        self.session = None
+        self.output_name = ""
+
+    def _activate(self) -> None:
+        import onnxruntime as ort
+
+        if not self.model_path.is_file():
+            raise ArtifactError(f"ONNX file {self.model_path} does not exist")
+        missing = [p for p in self.providers if p not in ort.get_available_providers()]
+        if missing:
+            raise RunnerInputError(
+                f"onnxruntime here lacks {', '.join(missing)} (available: {', '.join(ort.get_available_providers())})"
+            )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.model_path), options, providers=self.providers)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ArtifactError(f"onnxruntime cannot load {self.model_path}: {first_line}") from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise ArtifactError(f"{self.model_path} has {len(inputs)} inputs; segedge expects one image input")
+        meta = inputs[0]
+        dtype = _ORT_TYPES.get(meta.type)
+        if dtype is None:
+            raise ArtifactError(f"{self.model_path}: input type {meta.type} is not supported")
+        shape = tuple(d if isinstance(d, int) else None for d in meta.shape)
+        self.input_spec = TensorSpec(meta.name, shape, np.dtype(dtype))
+        self.output_name = self.session.get_outputs()[0].name
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_spec.name: batch})[0]
+
+    def _deactivate(self) -> None:
+        self.session = None

@@ -20,6 +20,7 @@ import numpy as np
 from segedge.artifacts import DEFAULT_STORE, ArtifactDir, sha256_file, tool_versions
 from segedge.checkpoint import Checkpoint, load_checkpoint
 from segedge.compare import GATES, ParityGate, Reference, compare_to_reference, enforce_gate, reference_from_runner
+from segedge.errors import CalibrationError
 from segedge.data.synthetic import CLASS_NAMES, SyntheticScenes
 from segedge.data.transforms import to_network_input
 from segedge.export import EXPORT_OPSET, INPUT_NAME, onnx_from_torch
@@ -90,6 +91,11 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
     size = tuple(config.input_size or spec.default_input_size)
     spec.check_input_size(*size)
     config.int8_config.validate()
+    if config.int8 and config.int8_config.calib_images > CALIB_SPLIT_SIZE:
+        raise CalibrationError(
+            f"calibration set has {CALIB_SPLIT_SIZE} images but {config.int8_config.calib_images} were asked for; "
+            f"lower --calib-images to at most {CALIB_SPLIT_SIZE}"
+        )
     if config.eval_images < 1:
         raise ValueError("eval_images must be >= 1")
     threads = config.threads or os.cpu_count() or 1

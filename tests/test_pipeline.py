@@ -1,0 +1,158 @@
+"""The export chain end to end at tiny sizes: artifacts, manifest, reuse, the parity gate, bad input."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from segedge.compare import ParityGate
+from segedge.data.synthetic import SyntheticScenes
+from segedge.data.transforms import to_network_input
+from segedge.errors import CalibrationError, CheckpointError, InputSizeError, ParityError, UnknownModelError
+from segedge.metrics import ConfusionMatrix
+from segedge.pipeline import ExportConfig, export_model
+from segedge.quantize import Int8Config
+from segedge.registry import get_spec
+
+SIZE = (64, 128)
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_checkpoint, tmp_path_factory):
+    store = tmp_path_factory.mktemp("store")
+    config = ExportConfig(
+        model="unet", checkpoint=tiny_checkpoint.path, input_size=SIZE, fp16=True, int8=True,
+        int8_config=Int8Config(calib_images=8), eval_images=4, store=store, threads=2,
+    )
+    return config, export_model(config)
+
+
+def test_every_stage_lands_with_parity_in_the_manifest(exported):
+    _, result = exported
+    manifest = json.loads((result.directory / "manifest.json").read_text())
+    assert set(manifest["stages"]) == {"onnx", "sim", "fp16", "int8"}
+    for stage, entry in manifest["stages"].items():
+        assert (result.directory / entry["file"]).is_file()
+        parity = entry["parity"]
+        assert parity["images"] == 4
+        assert parity["argmax_agreement"] >= entry["gate"]["min_argmax_agreement"]
+        assert parity["reference_miou"] == pytest.approx(manifest["reference"]["miou"])
+    assert manifest["stages"]["onnx"]["opset"] >= 17
+    assert manifest["stages"]["onnx"]["output_shape"] == [1, 10, *SIZE]
+    assert manifest["stages"]["sim"]["parity"]["argmax_agreement"] >= 0.999
+    assert manifest["stages"]["int8"]["quantize_nodes"] > 0
+    assert manifest["stages"]["int8"]["calibration"]["calib_images"] == 8
+    assert "onnxruntime" in manifest["tools"] and "torch" in manifest["tools"]
+    assert not list(result.directory.glob(".candidate*"))
+
+
+def test_int8_graph_has_qdq_around_every_conv(exported):
+    _, result = exported
+    model = onnx.load(result.file("int8"))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > ops.count("QuantizeLinear")
+    assert result.manifest["stages"]["int8"]["float_convs_left"] == 0
+    # u8 activations for x86 onnxruntime: activation QuantizeLinear zero points are uint8
+    zero_points = {t.name: t for t in model.graph.initializer}
+    q_zero_types = {zero_points[n.input[2]].data_type for n in model.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in zero_points}
+    assert q_zero_types == {onnx.TensorProto.UINT8}
+
+
+def test_fp16_graph_computes_in_fp16_with_fp32_io(exported):
+    _, result = exported
+    model = onnx.load(result.file("fp16"))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    conv_weights = {n.input[1] for n in model.graph.node if n.op_type == "Conv"}
+    types = {t.data_type for t in model.graph.initializer if t.name in conv_weights}
+    assert types == {onnx.TensorProto.FLOAT16}
+
+
+@pytest.mark.parametrize("stage", ["onnx", "sim", "fp16", "int8"])
+def test_an_independent_onnxruntime_session_reproduces_the_manifest(exported, stage):
+    config, result = exported
+    entry = result.manifest["stages"][stage]
+    spec = get_spec("unet")
+    images, masks = SyntheticScenes("val", 4, size=SIZE, seed=config.seed).batch(0, 4)
+    x = to_network_input(images, spec.mean, spec.std)
+    session = ort.InferenceSession(str(result.file(stage)), providers=["CPUExecutionProvider"])
+    cm = ConfusionMatrix(10)
+    for i in range(4):
+        logits = session.run(None, {"input": x[i : i + 1]})[0]
+        cm.update(masks[i : i + 1], logits.argmax(1))
+    assert cm.scores().mean_iou == pytest.approx(entry["parity"]["miou"], abs=1e-6)
+
+
+def test_same_inputs_reuse_every_stage(exported):
+    config, first = exported
+    logs = []
+    second = export_model(config, log=logs.append)
+    assert second.directory == first.directory
+    assert all("reused" in line for line in logs) and len(logs) == 4
+    assert second.manifest["stages"] == first.manifest["stages"]
+
+
+def test_parity_gate_fires_on_a_broken_graph_and_keeps_nothing(tiny_checkpoint, tmp_path, monkeypatch):
+    """A simplifier that silently corrupts weights must be caught and its output discarded."""
+    import segedge.pipeline as pipeline
+
+    def corrupting_simplifier(src, dst):
+        model = onnx.load(str(src))
+        for tensor in model.graph.initializer:
+            if tensor.data_type == onnx.TensorProto.FLOAT and len(tensor.dims) == 4:
+                array = onnx.numpy_helper.to_array(tensor)
+                tensor.CopyFrom(onnx.numpy_helper.from_array(-array, tensor.name))
+        onnx.save(model, str(dst))
+        return {}
+
+    monkeypatch.setattr(pipeline, "simplified_onnx", corrupting_simplifier)
+    config = ExportConfig(model="unet", checkpoint=tiny_checkpoint.path, input_size=SIZE, eval_images=2, store=tmp_path)
+    with pytest.raises(ParityError, match=r"sim artifact fails the parity gate.*argmax agreement .* below the gate's 99.90 %.*no sim artifact was kept"):
+        export_model(config)
+    directory = next(tmp_path.glob("unet/*"))
+    assert sorted(p.name for p in directory.iterdir()) == ["manifest.json", "model.onnx"]
+    assert set(json.loads((directory / "manifest.json").read_text())["stages"]) == {"onnx"}
+
+
+def test_a_failing_rerun_never_replaces_a_good_artifact(exported, monkeypatch):
+    config, result = exported
+    good = result.file("int8").read_bytes()
+    strict = dict(config.gates, int8=ParityGate(1.01))  # no artifact can pass
+    changed = ExportConfig(**{**config.__dict__, "gates": strict, "int8_config": Int8Config(calib_images=4)})
+    with pytest.raises(ParityError, match="int8 artifact fails"):
+        export_model(changed)
+    assert result.file("int8").read_bytes() == good
+
+
+def test_dynamic_export_runs_at_a_second_size(tiny_checkpoint, tmp_path):
+    config = ExportConfig(model="unet", checkpoint=tiny_checkpoint.path, input_size=SIZE, dynamic=True, eval_images=2, store=tmp_path)
+    result = export_model(config)
+    onnx_entry = result.manifest["stages"]["onnx"]
+    assert onnx_entry["input_shape"] == [1, 3, "height", "width"]
+    assert onnx_entry["dynamic_checked_at"] == [80, 160]
+    session = ort.InferenceSession(str(result.file("sim")), providers=["CPUExecutionProvider"])
+    out = session.run(None, {"input": np.zeros((1, 3, 96, 192), np.float32)})[0]
+    assert out.shape == (1, 10, 96, 192)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"model": "segnetx"}, UnknownModelError, "unknown model 'segnetx'.*Valid models: .*bisenet"),
+        ({"input_size": (500, 1000)}, InputSizeError, r"height 500 is not a multiple of 16 \(nearest valid: 496 or 512\)"),
+        ({"int8": True, "int8_config": Int8Config(calib_images=600)}, CalibrationError, "calibration set has 512 images but 600 were asked for"),
+    ],
+)
+def test_bad_input_is_refused_before_any_artifact(tiny_checkpoint, tmp_path, kwargs, error, message):
+    fields = {"model": "unet", "checkpoint": tiny_checkpoint.path, "input_size": SIZE, "eval_images": 2, "store": tmp_path, **kwargs}
+    with pytest.raises(error, match=message):
+        export_model(ExportConfig(**fields))
+    assert not any(tmp_path.iterdir())
+
+
+def test_checkpoint_of_another_model_is_refused(tiny_checkpoint, tmp_path):
+    with pytest.raises(CheckpointError, match="holds a unet model"):
+        export_model(ExportConfig(model="bisenet", checkpoint=tiny_checkpoint.path, store=tmp_path))
+    assert not any(tmp_path.iterdir())

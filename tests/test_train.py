@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+
+from segedge.checkpoint import load_checkpoint
+from segedge.data.synthetic import CLASS_NAMES, SyntheticScenes
+from segedge.errors import CheckpointError, InputSizeError
+from segedge.registry import get_spec
+from segedge.train import TrainConfig, evaluate_torch
+
+
+def test_training_beats_untrained_weights(tiny_checkpoint):
+    import torch
+
+    info = tiny_checkpoint.train_info
+    spec = get_spec("unet")
+    images, masks = SyntheticScenes("val", 4, size=(64, 128)).batch(0, 4)
+    torch.manual_seed(0)
+    untrained = spec.build(num_classes=len(CLASS_NAMES), width=0.125)
+    before = evaluate_torch(untrained, spec, images, masks, len(CLASS_NAMES)).mean_iou
+    after = evaluate_torch(tiny_checkpoint.build(), spec, images, masks, len(CLASS_NAMES)).mean_iou
+    assert after == pytest.approx(info["val_miou"])
+    assert after > before + 0.05, (before, after)
+
+
+def test_checkpoint_carries_spec_and_class_names(tiny_checkpoint):
+    ckpt = load_checkpoint(tiny_checkpoint.path)
+    assert ckpt.model == "unet" and ckpt.width == 0.125
+    assert ckpt.class_names == CLASS_NAMES
+    assert ckpt.train_info["config"]["iterations"] == 60
+
+
+def test_checkpoint_for_another_architecture_is_refused(tiny_checkpoint):
+    with pytest.raises(CheckpointError, match="holds a unet model, but --model asks for bisenet"):
+        load_checkpoint(tiny_checkpoint.path, expect_model="bisenet")
+
+
+def test_checkpoint_with_wrong_class_count_is_refused(tiny_checkpoint, tmp_path):
+    import torch
+
+    payload = torch.load(tiny_checkpoint.path, weights_only=True)
+    payload["num_classes"] = 3
+    payload["class_names"] = ["a", "b", "c"]
+    bad = tmp_path / "bad.pt"
+    torch.save(payload, bad)
+    with pytest.raises(CheckpointError, match=r"does not match unet \(width 0.125, 3 classes\).*shape mismatches"):
+        load_checkpoint(bad).build()
+
+
+@pytest.mark.parametrize("content, message", [(b"garbage", "unreadable or corrupt"), (None, "is not a segedge checkpoint")])
+def test_corrupt_or_foreign_checkpoint_is_refused(tmp_path, content, message):
+    import torch
+
+    path = tmp_path / "x.pt"
+    if content is None:
+        torch.save({"weights": torch.zeros(2)}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path)
+
+
+def test_missing_checkpoint_is_refused(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "none.pt")
+
+
+def test_train_config_validates_sizes():
+    with pytest.raises(InputSizeError, match="not a multiple of 16"):
+        TrainConfig(model="unet", crop=(72, 64), scene_size=(96, 128)).validate()
+    with pytest.raises(InputSizeError, match="larger than the scene"):
+        TrainConfig(model="unet", crop=(128, 128), scene_size=(64, 128)).validate()
+
+
+def test_cache_key_ignores_threads_but_not_recipe():
+    a = TrainConfig(model="unet", threads=1).cache_key()
+    assert a == TrainConfig(model="unet", threads=2).cache_key()
+    assert a != TrainConfig(model="unet", iterations=5).cache_key()

@@ -1,0 +1,76 @@
+"""Timing discipline: warm-up, then timed runs until both a count and a duration are reached.
+
+Percentiles rather than means, because a shared machine's stalls land in the tail and would drag a mean;
+FPS is 1000 / median at batch 1. ``interleaved_latencies`` times several runners round-robin so that
+machine noise hits all of them alike and their ratios stay honest.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+
+from segedge.runners.base import Runner
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    runs: int
+    median_ms: float
+    p90_ms: float
+    p99_ms: float
+    min_ms: float
+
+    @property
+    def fps(self) -> float:
+        return 1000.0 / self.median_ms if self.median_ms > 0 else float("inf")
+
+    @classmethod
+    def from_seconds(cls, samples: Sequence[float]) -> "LatencyStats":
+        ms = np.asarray(samples, dtype=np.float64) * 1000.0
+        if ms.size == 0:
+            raise ValueError("no timing samples")
+        return cls(
+            runs=int(ms.size),
+            median_ms=float(np.median(ms)),
+            p90_ms=float(np.percentile(ms, 90)),
+            p99_ms=float(np.percentile(ms, 99)),
+            min_ms=float(ms.min()),
+        )
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "fps": self.fps}
+
+
+def measure_latency(
+    runner: Runner, batch: np.ndarray, warmup: int = 3, min_runs: int = 10, min_seconds: float = 1.0
+) -> LatencyStats:
+    """Time ``runner.infer(batch)`` on an active runner."""
+    for _ in range(warmup):
+        runner.infer(batch)
+    samples: list[float] = []
+    started = time.perf_counter()
+    while len(samples) < min_runs or time.perf_counter() - started < min_seconds:
+        t0 = time.perf_counter()
+        runner.infer(batch)
+        samples.append(time.perf_counter() - t0)
+    return LatencyStats.from_seconds(samples)
+
+
+def interleaved_latencies(
+    runners: dict[str, Runner], batch: np.ndarray, warmup: int = 3, rounds: int = 10
+) -> dict[str, LatencyStats]:
+    """Time active runners round-robin, one call each per round, for side-by-side ratios."""
+    for runner in runners.values():
+        for _ in range(warmup):
+            runner.infer(batch)
+    samples: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, runner in runners.items():
+            t0 = time.perf_counter()
+            runner.infer(batch)
+            samples[name].append(time.perf_counter() - t0)
+    return {name: LatencyStats.from_seconds(s) for name, s in samples.items()}

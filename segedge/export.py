@@ -59,7 +59,7 @@ def quiet_exporter():
 
 def second_valid_size(spec: ModelSpec, size: tuple[int, int]) -> tuple[int, int]:
     """A different valid size to prove a dynamic graph varies: one stride step larger in H, two in W."""
-    s = spec.output_stride
+    s = spec.size_multiple
     return size[0] + s, size[1] + 2 * s
 
 
@@ -79,6 +79,8 @@ def onnx_from_torch(
     if opset < MIN_OPSET:
         raise InputSizeError(f"opset {opset} is below {MIN_OPSET}: LayerNormalization and TensorRT's parser need ≥ {MIN_OPSET}")
     spec.check_input_size(*input_size)
+    if dynamic and not spec.dynamic_hw:
+        raise InputSizeError(f"{spec.name} cannot be exported with dynamic H/W: {spec.dynamic_hw_reason or 'not supported'}")
     module = module.eval()
     height, width = input_size
     example = torch.zeros(1, 3, height, width)
@@ -100,6 +102,14 @@ def onnx_from_torch(
     proto = program.model_proto
     if dynamic:
         _name_dynamic_dims(proto)
+        baked = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim[2:] if d.HasField("dim_value")]
+        if baked:
+            # torch.onnx.export silently applies torch.export's suggested fix when model code turns H/W into
+            # Python ints: the graph then only works at the export size
+            raise ArtifactError(
+                f"{spec.name} exported with H/W fixed to {height}x{width} although --dynamic was asked: the model "
+                "turns the input size into a constant; export without --dynamic, or make the model size-agnostic"
+            )
     written_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     if written_opset < MIN_OPSET:
         raise ArtifactError(f"the exporter wrote opset {written_opset}; segedge needs ≥ {MIN_OPSET}")

@@ -20,7 +20,7 @@ import numpy as np
 from segedge.artifacts import DEFAULT_STORE, ArtifactDir, sha256_file, tool_versions
 from segedge.checkpoint import Checkpoint, load_checkpoint
 from segedge.compare import GATES, ParityGate, Reference, compare_to_reference, enforce_gate, reference_from_runner
-from segedge.errors import CalibrationError
+from segedge.errors import CalibrationError, InputSizeError
 from segedge.data.synthetic import CLASS_NAMES, SyntheticScenes
 from segedge.data.transforms import to_network_input
 from segedge.export import EXPORT_OPSET, INPUT_NAME, onnx_from_torch
@@ -90,6 +90,8 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
     spec = get_spec(config.model)
     size = tuple(config.input_size or spec.default_input_size)
     spec.check_input_size(*size)
+    if config.dynamic and not spec.dynamic_hw:
+        raise InputSizeError(f"{spec.name} cannot be exported with dynamic H/W: {spec.dynamic_hw_reason or 'not supported'}")
     config.int8_config.validate()
     if config.int8 and config.int8_config.calib_images > CALIB_SPLIT_SIZE:
         raise CalibrationError(

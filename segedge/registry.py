@@ -37,10 +37,20 @@ class ModelSpec:
     std: tuple[float, float, float] = IMAGENET_STD
     output_stride: int = 32
     min_input_size: tuple[int, int] = (64, 64)
+    # H and W must be multiples of this; defaults to output_stride. Larger where a module needs it
+    # (e.g. PSPNet's 6-bin pooling at stride 8 needs multiples of 48).
+    input_multiple: int | None = None
     # capability flags
     dynamic_hw: bool = True  # the exported graph stays correct when H/W vary at run time
+    dynamic_hw_reason: str = ""  # why not, when dynamic_hw is False: shown to the user who asks for it
     int8_safe: bool = True  # static Q/DQ quantization keeps accuracy within the default tolerance
+    tensorrt_parser_safe: bool = True  # TensorRT's ONNX parser accepts every op of the exported graph
+    min_train_batch: int = 2  # BatchNorm on pooled 1x1 maps needs two samples per step
     aliases: tuple[str, ...] = field(default=())
+
+    @property
+    def size_multiple(self) -> int:
+        return self.input_multiple or self.output_stride
 
     def build(self, num_classes: int | None = None, width: float = 1.0) -> "nn.Module":
         """Build the architecture, untrained, in eval mode."""
@@ -51,7 +61,7 @@ class ModelSpec:
 
     def check_input_size(self, height: int, width: int) -> None:
         """Refuse sizes the network cannot take, naming the nearest sizes it can."""
-        s = self.output_stride
+        s = self.size_multiple
         min_h, min_w = self.min_input_size
         problems = []
         for axis, value, minimum in (("height", height, min_h), ("width", width, min_w)):
@@ -64,7 +74,7 @@ class ModelSpec:
         if problems:
             raise InputSizeError(
                 f"{self.name} cannot take input {height}x{width}: " + "; ".join(problems)
-                + f" — {self.name} downsamples by {s}, so H and W must be multiples of {s}"
+                + f" — {self.name} needs H and W to be multiples of {s}"
             )
 
 
@@ -84,7 +94,7 @@ def register_model(spec: ModelSpec) -> ModelSpec:
 
 
 def _ensure_models_loaded() -> None:
-    import segedge.models  # noqa: F401  (registers every family on import)
+    import segedge.models  # noqa: F401  (imports, and so registers, every family)
 
 
 def list_models() -> list[str]:

@@ -47,6 +47,11 @@ class TrainConfig:
         for name in ("iterations", "batch_size", "train_scenes", "val_images"):
             if getattr(self, name) < 1:
                 raise InputSizeError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size < spec.min_train_batch:
+            raise InputSizeError(
+                f"batch-size must be >= {spec.min_train_batch} for {spec.name}: BatchNorm on its pooled 1x1 maps "
+                "needs several samples per step"
+            )
         spec.check_input_size(*self.crop)
         spec.check_input_size(*self.scene_size)
         if self.crop[0] > self.scene_size[0] or self.crop[1] > self.scene_size[1]:

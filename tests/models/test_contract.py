@@ -37,7 +37,7 @@ def valid_size(spec: ModelSpec, extra_strides: int = 0) -> tuple[int, int]:
     Odd multiples of the stride (``extra_strides=1`` from an even start) catch a model that needs a
     larger stride than its spec declares.
     """
-    s = spec.output_stride
+    s = spec.size_multiple
     h = math.ceil(spec.min_input_size[0] / s) * s
     w = 2 * math.ceil(spec.min_input_size[1] / s) * s
     return h + extra_strides * s, w + extra_strides * s
@@ -52,6 +52,7 @@ def export_dynamic_hw(model: torch.nn.Module, spec: ModelSpec, path: Path) -> No
     """
     height = torch.export.Dim("height", min=spec.min_input_size[0], max=4096)
     width = torch.export.Dim("width", min=spec.min_input_size[1], max=4096)
+    dynamic_shapes = ({2: height, 3: width},) if spec.dynamic_hw else None
     torch.onnx.export(
         model,
         (torch.randn(1, 3, *valid_size(spec)),),
@@ -60,7 +61,7 @@ def export_dynamic_hw(model: torch.nn.Module, spec: ModelSpec, path: Path) -> No
         output_names=["logits"],
         opset_version=18,
         dynamo=True,
-        dynamic_shapes=({2: height, 3: width},),
+        dynamic_shapes=dynamic_shapes,
     )
 
 
@@ -148,7 +149,7 @@ def test_train_step_gives_finite_gradients_to_every_parameter(name: str) -> None
 @pytest.mark.parametrize("name", MODELS)
 def test_input_size_off_the_stride_names_nearest_valid_sizes(name: str) -> None:
     spec = get_spec(name)
-    s = spec.output_stride
+    s = spec.size_multiple
     h, w = valid_size(spec, extra_strides=1)
     spec.check_input_size(h, w)  # valid: no error
     with pytest.raises(InputSizeError) as err:
@@ -174,6 +175,8 @@ def test_onnx_export_is_clean_and_has_dynamic_hw(exported: Exported) -> None:
     for value in (graph.input[0], graph.output[0]):
         dims = value.type.tensor_type.shape.dim
         assert [d.dim_value for d in dims[:2]] == [1, 3 if value.name == "input" else NUM_CLASSES]
+        if not exported.spec.dynamic_hw:
+            continue  # static by declaration: the refusal is tested below
         assert all(d.dim_param and not d.dim_value for d in dims[2:]), (
             f"{value.name} H/W were baked in as {[d.dim_value for d in dims[2:]]}: "
             "the model turns a size into a Python int"
@@ -183,6 +186,8 @@ def test_onnx_export_is_clean_and_has_dynamic_hw(exported: Exported) -> None:
 
 @pytest.mark.parametrize("extra_strides", [0, 1])
 def test_onnxruntime_matches_torch_at_two_sizes(exported: Exported, extra_strides: int) -> None:
+    if extra_strides and not exported.spec.dynamic_hw:
+        return  # a static graph runs at its export size only (the refusal of --dynamic is tested below)
     size = valid_size(exported.spec, extra_strides)
     x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -196,3 +201,55 @@ def test_onnxruntime_matches_torch_at_two_sizes(exported: Exported, extra_stride
     assert max_abs_diff < 1e-3
     assert argmax_agreement > 0.999
 
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_dynamic_export_is_refused_with_the_reason_where_not_supported(name: str, tmp_path: Path) -> None:
+    from segedge.export import onnx_from_torch
+
+    spec = get_spec(name)
+    if spec.dynamic_hw:
+        assert not spec.dynamic_hw_reason, "a reason is only for models that refuse dynamic H/W"
+        return
+    assert spec.dynamic_hw_reason, "a model that refuses dynamic H/W must say why"
+    with pytest.raises(InputSizeError, match=f"{name} cannot be exported with dynamic H/W: "):
+        onnx_from_torch(spec.build(num_classes=NUM_CLASSES, width=WIDTH), spec, tmp_path / "m.onnx", valid_size(spec), dynamic=True)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_checkpoint_round_trip_and_fp16_int8_export(name: str, tmp_path: Path) -> None:
+    """Through the real chain: checkpoint → ONNX → simplified (parity-gated at 99.9 %) → FP16 and INT8.
+
+    Weights are random (BN settled), so FP16/INT8 accuracy means nothing here: their gates are opened and
+    the test asserts they build, run and stay finite. Their real cost is measured on trained weights in
+    benchmarks/.
+    """
+    from segedge.checkpoint import load_checkpoint, save_checkpoint
+    from segedge.compare import GATES, ParityGate
+    from segedge.data.synthetic import CLASS_NAMES
+    from segedge.pipeline import ExportConfig, export_model
+    from segedge.quantize import Int8Config
+
+    spec = get_spec(name)
+    size = valid_size(spec)
+    torch.manual_seed(0)
+    model = with_settled_batchnorm(spec.build(num_classes=len(CLASS_NAMES), width=WIDTH), size)
+    path = save_checkpoint(tmp_path / "ckpt.pt", model, name, WIDTH, CLASS_NAMES)
+    rebuilt = load_checkpoint(path, expect_model=name).build()
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        assert torch.equal(model(x), rebuilt(x))
+
+    open_gate = ParityGate(0.0)
+    config = ExportConfig(
+        model=name, checkpoint=path, input_size=size, dynamic=spec.dynamic_hw, fp16=True, int8=True,
+        int8_config=Int8Config(calib_images=2, chunk=2), eval_images=2, store=tmp_path / "store", threads=2,
+        gates={**GATES, "fp16": open_gate, "int8": open_gate},
+    )
+    stages = export_model(config).manifest["stages"]
+    assert set(stages) == {"onnx", "sim", "fp16", "int8"}
+    assert stages["sim"]["parity"]["argmax_agreement"] >= 0.999
+    for stage in ("fp16", "int8"):
+        assert math.isfinite(stages[stage]["parity"]["max_abs_diff"])
+    assert stages["int8"]["quantize_nodes"] > 0

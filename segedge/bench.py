@@ -74,3 +74,53 @@ def interleaved_latencies(
             runner.infer(batch)
             samples[name].append(time.perf_counter() - t0)
     return {name: LatencyStats.from_seconds(s) for name, s in samples.items()}
+
+
+class PeakMemory:
+    """Peak resident memory of this process during a block, in MiB (Linux: VmHWM reset via clear_refs).
+
+    Process-wide by nature: it includes the runtime and the model, which is what a deployment pays.
+    Where the high-water mark cannot be reset, the figure is the process's peak so far; ``reset_ok`` says so.
+    """
+
+    def __enter__(self) -> "PeakMemory":
+        self.reset_ok = _reset_peak_rss()
+        self.peak_mb: float | None = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.peak_mb = _peak_rss_mb()
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    except (ImportError, OSError):
+        return None
+
+
+def median_ms(fn, repeats: int = 10) -> float:
+    """Median wall time of ``fn()`` in ms: for pre/post-processing, timed apart from inference."""
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return float(np.median(samples) * 1000.0)

@@ -123,6 +123,70 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profiles(args: argparse.Namespace) -> int:
+    from segedge.hardware import detect_machine
+    from segedge.profiles import list_profiles
+
+    machine = detect_machine()
+    print(f"this machine: {machine.describe()}")
+    for profile in list_profiles():
+        lacks = profile.missing(machine)
+        state = f"runs here ({profile.usable_backend(machine)})" if not lacks else "lacks " + "; ".join(lacks)
+        print(f"{profile.name:18s} {profile.description}\n{'':18s} {state}")
+    print(f"{'jetson':18s} the profile of the Jetson module segedge runs on")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from segedge.hardware import detect_machine
+    from segedge.profiles import PRECISIONS, list_profiles, load_profile, require_runnable
+    from segedge.registry import get_spec
+    from segedge.report import render
+    from segedge.sweep import BenchConfig, run_sweep
+
+    machine = detect_machine()
+    profile = load_profile(args.profile, machine)
+    backend = require_runnable(profile, machine, list_profiles())
+    models = tuple(get_spec(m.strip()).name for m in args.models.split(",") if m.strip())
+    precisions = tuple(p.strip() for p in args.precisions.split(",")) if args.precisions else profile.precisions
+    bad = [p for p in precisions if p not in PRECISIONS]
+    if bad:
+        raise SegedgeError(f"unknown precision {bad[0]!r}; choose from {', '.join(PRECISIONS)}")
+    config = BenchConfig(
+        models=models, precisions=precisions, input_size=args.input_size or profile.input_size,
+        store=Path(args.results), artifacts=Path(args.out), eval_images=4 if args.quick else args.eval_images,
+        quick=args.quick, force=args.force,
+    )
+    _log(f"profile {profile.name} on {machine.describe()} with {backend}")
+    rows = run_sweep(profile, backend, machine, config, log=_log, progress=not args.quiet)
+    if rows:
+        print(render(rows, "md"), end="")
+    print(f"results in {config.store}")
+    return 0 if all(r["status"] != "failed" for r in rows) else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from segedge.report import pareto_plot, pick_under_budget, render, summarize_budget
+    from segedge.results import ResultsStore
+
+    if not Path(args.results).is_file():
+        raise SegedgeError(f"no results store at {args.results}; run `segedge bench` first")
+    with ResultsStore(args.results) as store:
+        for other in args.merge or []:
+            _log(f"merged {store.merge(other)} rows from {other}")
+        rows = store.latest_rows()
+    if args.profile:
+        rows = [r for r in rows if r["profile"] == args.profile]
+    if not rows:
+        raise SegedgeError("the results store holds no rows" + (f" for profile {args.profile}" if args.profile else ""))
+    print(render(rows, args.format), end="")
+    if args.budget_ms is not None:
+        print(summarize_budget(pick_under_budget(rows, args.budget_ms), args.budget_ms))
+    if args.plot:
+        _log(f"wrote {pareto_plot(rows, args.plot)}")
+    return 0
+
+
 # parser ---------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,6 +237,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="also print the manifest as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("profiles", help="list hardware profiles and what this machine has or lacks for each")
+    p.set_defaults(func=cmd_profiles)
+
+    p = sub.add_parser(
+        "bench",
+        help="latency, FPS and mIoU drop per model × precision on a hardware profile",
+        description="Measure each model × precision of a profile: latency percentiles, FPS, memory, and the mIoU "
+        "drop against torch FP32. Rows are committed to a SQLite store as they finish; a rerun resumes. On hardware "
+        "that does not match the profile it refuses and says what is missing.",
+    )
+    p.add_argument("--profile", required=True, help="profile name (see `segedge profiles`), `jetson`, or a .toml path")
+    p.add_argument("--models", default="bisenet", help="comma-separated zoo models (default bisenet)")
+    p.add_argument("--precisions", help="comma-separated subset of fp32,fp16,int8 (default: the profile's)")
+    p.add_argument("--input-size", type=_size, help="HxW (default: the profile's)")
+    p.add_argument("--eval-images", type=_positive_int, default=8, help="held-out images for mIoU (default 8)")
+    p.add_argument("--quick", action="store_true", help="fewer timed runs and eval images: a smoke test, not figures to quote")
+    p.add_argument("--force", action="store_true", help="measure again rows this machine already has")
+    p.add_argument("--results", default="export/results.sqlite", help="SQLite results store")
+    p.add_argument("--out", default="export", help="artifact store")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("report", help="tables, Pareto front, budget pick and plot from the results store")
+    p.add_argument("--results", default="export/results.sqlite", help="SQLite results store")
+    p.add_argument("--merge", action="append", help="merge another machine's store first (repeatable)")
+    p.add_argument("--profile", help="only this profile's rows")
+    p.add_argument("--format", choices=("md", "csv", "json"), default="md")
+    p.add_argument("--budget-ms", type=_positive_float, help="name the most accurate model × precision under this latency")
+    p.add_argument("--plot", help="write the latency-vs-mIoU Pareto plot to this PNG")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

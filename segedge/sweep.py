@@ -1,0 +1,131 @@
+"""``segedge bench``: for each model × precision of a profile, reuse or build the artifacts, then measure.
+
+Latency after warm-up (median, p90, p99, min; FPS at batch 1), pre- and post-processing apart from
+inference, peak memory, and the mIoU drop against torch FP32 on held-out images from the artifact's
+parity check. Each row gets a status: ✅ within the profile's tolerance, ❎ ran but dropped beyond it,
+❌ failed (with the reason). One failing row never stops the sweep; every row is committed as it finishes.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from segedge.bench import PeakMemory, measure_latency, median_ms
+from segedge.data.synthetic import SyntheticScenes
+from segedge.data.transforms import to_network_input
+from segedge.errors import SegedgeError
+from segedge.hardware import Machine
+from segedge.pipeline import ExportConfig, export_model
+from segedge.profiles import Profile
+from segedge.quantize import Int8Config
+from segedge.registry import get_spec
+from segedge.results import STATUS_MARK, ResultsStore
+from segedge.runners.onnxrt import OnnxRuntimeRunner
+
+STAGE_OF = {"fp32": "sim", "fp16": "fp16", "int8": "int8"}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    models: tuple[str, ...]
+    precisions: tuple[str, ...]
+    input_size: tuple[int, int]
+    store: Path
+    artifacts: Path
+    eval_images: int = 8
+    quick: bool = False
+    force: bool = False
+
+
+def run_sweep(
+    profile: Profile,
+    backend: str,
+    machine: Machine,
+    config: BenchConfig,
+    log: Callable[[str], None] = lambda _: None,
+    progress: bool = False,
+) -> list[dict]:
+    from tqdm import tqdm
+
+    if backend not in ("onnxruntime", "onnxruntime-cuda"):
+        raise SegedgeError(f"backend {backend} is not wired into segedge bench yet; this machine would run {backend}")
+    providers = ("CUDAExecutionProvider", "CPUExecutionProvider") if backend == "onnxruntime-cuda" else profile.providers
+    threads = profile.threads or os.cpu_count() or 1
+    for name in config.models:
+        get_spec(name).check_input_size(*config.input_size)  # refuse bad input before any work
+    jobs = [(m, p) for m in config.models for p in config.precisions]
+    rows = []
+    with ResultsStore(config.store) as store:
+        bar = tqdm(jobs, desc=f"bench {profile.name}", unit="row", disable=not progress)
+        for model, precision in bar:
+            bar.set_postfix_str(f"{model} {precision}")
+            key = dict(machine_id=machine.machine_id, profile=profile.name, model=get_spec(model).name,
+                       precision=precision, height=config.input_size[0], width=config.input_size[1], batch=1)
+            if not config.force and store.has_finished(**key):
+                log(f"{model} {precision}: already measured on this machine (resumed; --force to redo)")
+                continue
+            row = {**key, "machine": machine.fingerprint(), "backend": backend, "threads": threads,
+                   "tolerance": profile.tolerance[precision], "eval_images": config.eval_images}
+            try:
+                row.update(_measure(profile, model, precision, config, threads, providers))
+                row["status"] = "ok" if row["miou_drop"] <= profile.tolerance[precision] else "drop"
+            except KeyboardInterrupt:
+                raise
+            except SegedgeError as exc:
+                row.update(status="failed", reason=str(exc))
+            except Exception as exc:  # a bug in one row must not stop the sweep; keep its reason
+                row.update(status="failed", reason=f"{type(exc).__name__}: {exc} ({traceback.format_exc(limit=1).splitlines()[-1]})")
+            store.add(row)
+            rows.append(row)
+            log(_describe(row))
+    return rows
+
+
+def _measure(profile: Profile, model: str, precision: str, config: BenchConfig, threads: int, providers) -> dict:
+    spec = get_spec(model)
+    export = ExportConfig(
+        model=spec.name,
+        input_size=config.input_size,
+        fp16=precision == "fp16",
+        int8=precision == "int8",
+        int8_config=Int8Config(activation=profile.int8_activation),
+        eval_images=config.eval_images,
+        store=config.artifacts,
+        threads=threads,
+    )
+    result = export_model(export)
+    stage = result.manifest["stages"][STAGE_OF[precision]]
+    artifact = result.file(STAGE_OF[precision])
+
+    image, _ = SyntheticScenes("val", 1, size=config.input_size).batch(0, 1)
+    batch = to_network_input(image, spec.mean, spec.std)
+    runs = dict(warmup=1, min_runs=3, min_seconds=0.0) if config.quick else dict(
+        warmup=profile.warmup_runs, min_runs=profile.min_runs, min_seconds=profile.min_seconds)
+    with OnnxRuntimeRunner(artifact, threads=threads, providers=providers) as runner:
+        with PeakMemory() as memory:
+            latency = measure_latency(runner, batch, **runs)
+        logits = runner.infer(batch)
+    pre = median_ms(lambda: to_network_input(image, spec.mean, spec.std))
+    post = median_ms(lambda: np.argmax(logits, axis=1).astype(np.uint8))
+    parity = stage["parity"]
+    return {
+        "median_ms": latency.median_ms, "p90_ms": latency.p90_ms, "p99_ms": latency.p99_ms, "min_ms": latency.min_ms,
+        "runs": latency.runs, "fps": latency.fps, "throughput": latency.fps, "pre_ms": pre, "post_ms": post,
+        "peak_rss_mb": memory.peak_mb, "miou": parity["miou"], "reference_miou": parity["reference_miou"],
+        "miou_drop": parity["miou_drop_points"], "argmax_agreement": parity["argmax_agreement"],
+        "artifact": str(artifact), "artifact_sha256": stage["sha256"],
+    }
+
+
+def _describe(row: dict) -> str:
+    mark = STATUS_MARK[row["status"]]
+    if row["status"] == "failed":
+        return f"{mark} {row['model']} {row['precision']}: {row['reason']}"
+    return (f"{mark} {row['model']} {row['precision']}: {row['median_ms']:.1f} ms median ({row['fps']:.1f} FPS), "
+            f"mIoU {100 * row['miou']:.2f} (drop {row['miou_drop']:+.2f} points, tolerance {row['tolerance']})")

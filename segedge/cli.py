@@ -155,7 +155,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     config = BenchConfig(
         models=models, precisions=precisions, input_size=args.input_size or profile.input_size,
         store=Path(args.results), artifacts=Path(args.out), eval_images=4 if args.quick else args.eval_images,
-        quick=args.quick, force=args.force,
+        quick=args.quick, force=args.force, checkpoints=_checkpoint_map(args.checkpoint or []),
     )
     _log(f"profile {profile.name} on {machine.describe()} with {backend}")
     rows = run_sweep(profile, backend, machine, config, log=_log, progress=not args.quiet)
@@ -163,6 +163,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(render(rows, "md"), end="")
     print(f"results in {config.store}")
     return 0 if all(r["status"] != "failed" for r in rows) else 1
+
+
+def _checkpoint_map(items: list[str]) -> dict[str, Path]:
+    from segedge.registry import get_spec
+
+    mapping = {}
+    for item in items:
+        model, sep, path = item.partition("=")
+        if not sep or not path:
+            raise SegedgeError(f"--checkpoint takes MODEL=PATH, got {item!r}")
+        mapping[get_spec(model).name] = Path(path)
+    return mapping
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -255,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-images", type=_positive_int, default=8, help="held-out images for mIoU (default 8)")
     p.add_argument("--quick", action="store_true", help="fewer timed runs and eval images: a smoke test, not figures to quote")
     p.add_argument("--force", action="store_true", help="measure again rows this machine already has")
+    p.add_argument("--checkpoint", action="append", metavar="MODEL=PATH", help="weights for a model (default: cached trained weights)")
     p.add_argument("--results", default="export/results.sqlite", help="SQLite results store")
     p.add_argument("--out", default="export", help="artifact store")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -41,6 +41,7 @@ class BenchConfig:
     eval_images: int = 8
     quick: bool = False
     force: bool = False
+    checkpoints: dict[str, Path] = field(default_factory=dict)  # model → checkpoint; default: cached trained weights
 
 
 def run_sweep(
@@ -91,6 +92,7 @@ def _measure(profile: Profile, model: str, precision: str, config: BenchConfig, 
     spec = get_spec(model)
     export = ExportConfig(
         model=spec.name,
+        checkpoint=config.checkpoints.get(spec.name),
         input_size=config.input_size,
         fp16=precision == "fp16",
         int8=precision == "int8",

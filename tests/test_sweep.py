@@ -1,0 +1,90 @@
+"""`segedge bench` end to end at a tiny size on this CPU: rows, statuses, resume, a failing row."""
+
+import pytest
+
+from segedge.cli import main
+from segedge.hardware import detect_machine
+from segedge.profiles import load_profile_file
+from segedge.results import ResultsStore
+from segedge.sweep import BenchConfig, run_sweep
+
+PROFILE = """
+name = "cpu-tiny"
+description = "test profile"
+backend = "onnxruntime"
+providers = ["CPUExecutionProvider"]
+precisions = ["fp32", "int8"]
+input_size = [64, 128]
+threads = 1
+warmup_runs = 1
+min_runs = 3
+min_seconds = 0.0
+[tolerance]
+int8 = 5.0
+"""
+
+
+@pytest.fixture(scope="module")
+def swept(tiny_checkpoint, tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    (root / "p.toml").write_text(PROFILE)
+    profile = load_profile_file(root / "p.toml")
+    config = BenchConfig(
+        models=("unet", "bisenet"), precisions=profile.precisions, input_size=profile.input_size,
+        store=root / "results.sqlite", artifacts=root / "export", eval_images=2,
+        checkpoints={"unet": tiny_checkpoint.path, "bisenet": tiny_checkpoint.path},  # wrong for bisenet on purpose
+    )
+    machine = detect_machine()
+    logs = []
+    rows = run_sweep(profile, "onnxruntime", machine, config, log=logs.append)
+    return profile, machine, config, rows, logs
+
+
+def test_each_model_precision_gets_a_row_with_figures(swept):
+    _, _, config, rows, _ = swept
+    unet = {r["precision"]: r for r in rows if r["model"] == "unet"}
+    assert set(unet) == {"fp32", "int8"}
+    for r in unet.values():
+        assert r["status"] in ("ok", "drop")
+        assert r["median_ms"] > 0 and r["p99_ms"] >= r["median_ms"] >= r["min_ms"] > 0
+        assert r["runs"] >= 3 and r["fps"] == pytest.approx(1000 / r["median_ms"])
+        assert r["pre_ms"] > 0 and r["post_ms"] > 0
+        assert 0 <= r["argmax_agreement"] <= 1 and r["reference_miou"] > 0
+    assert unet["fp32"]["status"] == "ok" and abs(unet["fp32"]["miou_drop"]) <= 0.1
+
+
+def test_a_failing_model_does_not_stop_the_sweep(swept):
+    _, _, _, rows, logs = swept
+    failed = [r for r in rows if r["model"] == "bisenet"]
+    assert len(failed) == 2 and all(r["status"] == "failed" for r in failed)
+    assert "holds a unet model, but --model asks for bisenet" in failed[0]["reason"]
+    assert any(line.startswith("❌ bisenet") for line in logs)
+
+
+def test_rows_are_stored_and_a_rerun_resumes(swept):
+    profile, machine, config, _, _ = swept
+    with ResultsStore(config.store) as store:
+        assert len(store.rows()) == 4
+    logs = []
+    again = run_sweep(profile, "onnxruntime", machine, config, log=logs.append)
+    assert [r["model"] for r in again] == ["bisenet", "bisenet"]  # only the failed rows are retried
+    assert sum("already measured" in line for line in logs) == 2
+
+
+@pytest.mark.skipif(detect_machine().jetson_model is not None, reason="on a Jetson the generic profile resolves instead")
+def test_cli_bench_refuses_jetson_here_in_one_line(capsys):
+    code = main(["bench", "--profile", "jetson"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1
+    assert "this machine is not a Jetson" in err and "--profile cpu" in err
+
+
+def test_cli_bench_rejects_unknown_precision(capsys):
+    assert main(["bench", "--profile", "cpu", "--precisions", "fp8"]) == 1
+    assert "unknown precision 'fp8'" in capsys.readouterr().err
+
+
+def test_cli_report_without_a_store_is_a_clear_error(capsys, tmp_path):
+    assert main(["report", "--results", str(tmp_path / "none.sqlite")]) == 1
+    assert "no results store" in capsys.readouterr().err

@@ -1,35 +1,73 @@
-"""PyTorch eager runner: the FP32 reference every artifact is compared against."""
+"""PyTorch eager runner: the FP32 reference on the CPU, and torch CUDA (FP16, channels_last) on a GPU.
+
+On CUDA, ``last_gpu_ms`` is the forward's time from CUDA events, as for the TensorRT runner, so the
+desktop-gpu profile can compare like with like where TensorRT is absent.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
+from segedge.errors import RunnerInputError
 from segedge.runners.base import Runner, TensorSpec
 
 
 class TorchRunner(Runner):
     backend = "torch"
 
-    def __init__(self, module, threads: int | None = None, input_name: str = "input", device: str = "cpu") -> None:
+    def __init__(
+        self,
+        module,
+        threads: int | None = None,
+        input_name: str = "input",
+        device: str = "cpu",
+        half: bool = False,
+        channels_last: bool = False,
+    ) -> None:
         super().__init__(threads)
         self.module = module
         self.input_name = input_name
         self.device = device
+        self.half = half
+        self.channels_last = channels_last
+        self.last_gpu_ms: float | None = None
         self._saved_threads: int | None = None
 
     def _activate(self) -> None:
         import torch
 
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise RunnerInputError("TorchRunner on cuda needs a CUDA build of torch and a GPU; none is visible")
+        if self.half and not self.device.startswith("cuda"):
+            raise RunnerInputError("half precision is for the CUDA runner; on the CPU torch FP16 is slower than FP32")
         self._saved_threads = torch.get_num_threads()
         torch.set_num_threads(self.threads)
-        self.module.eval().to(self.device)
+        module = self.module.eval().to(self.device)
+        if self.half:
+            module = module.half()
+        if self.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        self.module = module
         self.input_spec = TensorSpec(self.input_name, (None, 3, None, None), np.dtype(np.float32))
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
-            out = self.module(torch.from_numpy(batch).to(self.device))
+            x = torch.from_numpy(batch).to(self.device)
+            if self.half:
+                x = x.half()
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if self.device.startswith("cuda"):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                out = self.module(x)
+                end.record()
+                torch.cuda.synchronize()
+                self.last_gpu_ms = start.elapsed_time(end)
+            else:
+                out = self.module(x)
         if isinstance(out, (tuple, list)):  # a model left in training mode returns aux heads too
             out = out[0]
         return out.float().cpu().numpy()

@@ -54,8 +54,6 @@ def run_sweep(
 ) -> list[dict]:
     from tqdm import tqdm
 
-    if backend not in ("onnxruntime", "onnxruntime-cuda"):
-        raise SegedgeError(f"backend {backend} is not wired into segedge bench yet; this machine would run {backend}")
     providers = ("CUDAExecutionProvider", "CPUExecutionProvider") if backend == "onnxruntime-cuda" else profile.providers
     threads = profile.threads or os.cpu_count() or 1
     for name in config.models:
@@ -74,7 +72,7 @@ def run_sweep(
             row = {**key, "machine": machine.fingerprint(), "backend": backend, "threads": threads,
                    "tolerance": profile.tolerance[precision], "eval_images": config.eval_images}
             try:
-                row.update(_measure(profile, model, precision, config, threads, providers))
+                row.update(_measure(profile, model, precision, config, threads, providers, backend))
                 row["status"] = "ok" if row["miou_drop"] <= profile.tolerance[precision] else "drop"
             except KeyboardInterrupt:
                 raise
@@ -88,7 +86,30 @@ def run_sweep(
     return rows
 
 
-def _measure(profile: Profile, model: str, precision: str, config: BenchConfig, threads: int, providers) -> dict:
+def _runner_for(profile: Profile, backend: str, artifact: Path, precision: str, result, threads: int, providers):
+    """The runner for this backend; TensorRT engines are built (or reused) from the same ONNX artifact."""
+    if backend in ("onnxruntime", "onnxruntime-cuda"):
+        return OnnxRuntimeRunner(artifact, threads=threads, providers=providers)
+    if backend == "tensorrt":
+        from segedge.engine import EngineSettings, engine_from_onnx
+        from segedge.runners.tensorrt import TensorRTRunner
+
+        settings = EngineSettings(workspace_mb=profile.tensorrt.workspace_mb, dla_core=profile.tensorrt.dla_core,
+                                  builder_optimization_level=profile.tensorrt.builder_optimization_level)
+        engine = engine_from_onnx(artifact, settings, timing_cache=artifact.parent / "timing.cache")
+        return TensorRTRunner(engine, cuda_graph=True)
+    if backend == "torch-cuda":
+        if precision == "int8":
+            raise SegedgeError("torch CUDA has no INT8 path here; INT8 needs TensorRT or onnxruntime")
+        from segedge.checkpoint import load_checkpoint
+        from segedge.runners.torch import TorchRunner
+
+        module = load_checkpoint(result.manifest["checkpoint"]).build()
+        return TorchRunner(module, device="cuda", half=precision == "fp16", channels_last=True)
+    raise SegedgeError(f"backend {backend} is not supported by segedge bench")
+
+
+def _measure(profile: Profile, model: str, precision: str, config: BenchConfig, threads: int, providers, backend: str) -> dict:
     spec = get_spec(model)
     export = ExportConfig(
         model=spec.name,
@@ -109,7 +130,8 @@ def _measure(profile: Profile, model: str, precision: str, config: BenchConfig, 
     batch = to_network_input(image, spec.mean, spec.std)
     runs = dict(warmup=1, min_runs=3, min_seconds=0.0) if config.quick else dict(
         warmup=profile.warmup_runs, min_runs=profile.min_runs, min_seconds=profile.min_seconds)
-    with OnnxRuntimeRunner(artifact, threads=threads, providers=providers) as runner:
+    runner = _runner_for(profile, backend, artifact, precision, result, threads, providers)
+    with runner:
         with PeakMemory() as memory:
             latency = measure_latency(runner, batch, **runs)
         logits = runner.infer(batch)

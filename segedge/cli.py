@@ -53,10 +53,15 @@ def _log(message: str) -> None:
 def cmd_models(args: argparse.Namespace) -> int:
     from segedge.registry import get_spec, list_models
 
+    print(f"{'model':24s} {'params':>8s} {'GMACs':>7s} {'size':>9s} {'stride':>6s} {'H,W ×':>5s}  {'flags':20s} description")
     for name in list_models():
         spec = get_spec(name)
         h, w = spec.default_input_size
-        print(f"{name:12s} stride {spec.output_stride:<3d} default {h}x{w:<6d} {spec.description}")
+        params, gmacs = spec.complexity()
+        print(f"{name:24s} {params / 1e6:7.2f}M {gmacs:7.1f} {f'{h}x{w}':>9s} {spec.output_stride:6d} "
+              f"{spec.size_multiple:5d}  {spec.flags():20s} {spec.description.splitlines()[0][:80]}")
+    print("GMACs at the default size, width 1.0; flags: dynamic = dynamic H/W export, int8 = INT8-safe, "
+          "trt = TensorRT's ONNX parser takes it")
     return 0
 
 

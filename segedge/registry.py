@@ -59,6 +59,25 @@ class ModelSpec:
         model = self.builder(num_classes=num_classes or self.num_classes, width=width)
         return model.eval()
 
+    def complexity(self, width: float = 1.0, input_size: tuple[int, int] | None = None) -> tuple[int, float]:
+        """(parameters, GMACs at ``input_size``), counted on torch's meta device: no memory, no compute."""
+        import torch
+        from torch.utils.flop_counter import FlopCounterMode
+
+        size = input_size or self.default_input_size
+        with torch.device("meta"):
+            model = self.build(width=width)
+            x = torch.empty(1, 3, *size)
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(x)
+        return sum(p.numel() for p in model.parameters()), counter.get_total_flops() / 2e9
+
+    def flags(self) -> str:
+        """Capability flags in a few characters for listings."""
+        return ",".join(
+            name for name, on in (("dynamic", self.dynamic_hw), ("int8", self.int8_safe), ("trt", self.tensorrt_parser_safe)) if on
+        ) or "-"
+
     def check_input_size(self, height: int, width: int) -> None:
         """Refuse sizes the network cannot take, naming the nearest sizes it can."""
         s = self.size_multiple

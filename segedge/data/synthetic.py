@@ -152,6 +152,9 @@ class SyntheticScenes:
         self.size = _check_size(*size)
         self.seed = _check_seed(seed)
 
+    class_names: tuple[str, ...] = CLASS_NAMES  # the item protocol every dataset shares
+    num_classes: int = len(CLASS_NAMES)
+
     def __len__(self) -> int:
         return self.length
 

@@ -75,3 +75,65 @@ def test_cache_key_ignores_threads_but_not_recipe():
     a = TrainConfig(model="unet", threads=1).cache_key()
     assert a == TrainConfig(model="unet", threads=2).cache_key()
     assert a != TrainConfig(model="unet", iterations=5).cache_key()
+
+
+QUICK = dict(model="unet", width=0.125, iterations=6, batch_size=2, scene_size=(64, 128), crop=(64, 64),
+             train_scenes=6, val_images=2, threads=1)
+
+
+def test_same_seed_same_weights_and_resume_equals_straight_training(tmp_path, monkeypatch):
+    import torch
+
+    import segedge.train as train_module
+    from segedge.train import state_path, train
+
+    straight = train(TrainConfig(**QUICK, eval_every=3), out=tmp_path / "a.pt", progress=False)
+    again = train(TrainConfig(**QUICK, eval_every=3), out=tmp_path / "b.pt", progress=False)
+    for k, v in straight.state_dict.items():
+        assert torch.equal(v, again.state_dict[k]), k
+    # a run killed after its iteration-3 evaluation, then resumed, matches the straight run
+    real_evaluate, calls = train_module.evaluate_torch, []
+
+    def evaluate_then_die(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate_torch", evaluate_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**QUICK, eval_every=3), out=tmp_path / "c.pt", progress=False)
+    monkeypatch.setattr(train_module, "evaluate_torch", real_evaluate)
+    assert not (tmp_path / "c.pt").exists() and state_path(tmp_path / "c.pt").exists()
+    resumed = train(TrainConfig(**QUICK, eval_every=3), out=tmp_path / "c.pt", progress=False, resume=state_path(tmp_path / "c.pt"))
+    assert resumed.train_info["history"][-1]["iteration"] == 6
+    for k, v in straight.state_dict.items():
+        assert torch.equal(v, resumed.state_dict[k]), k
+
+
+def test_resume_refuses_a_changed_recipe(tmp_path):
+    from segedge.train import state_path, train
+
+    train(TrainConfig(**{**QUICK, "iterations": 2}), out=tmp_path / "c.pt", progress=False)
+    with pytest.raises(CheckpointError, match=r"recipe changed \(lr\)"):
+        train(TrainConfig(**{**QUICK, "lr": 0.5}), out=tmp_path / "c.pt", progress=False, resume=state_path(tmp_path / "c.pt"))
+
+
+@pytest.mark.parametrize("loss", ["ce", "dice", "focal:gamma=2", "tversky:alpha=0.3,beta=0.7", "lovasz", "0.5*ce+1.0*dice"])
+def test_every_loss_trains_from_the_cli(tmp_path, loss, capsys):
+    from segedge.cli import main
+
+    code = main(["train", "--model", "unet", "--width", "0.125", "--iterations", "2", "--batch-size", "2",
+                 "--scene-size", "64x128", "--crop", "64x64", "--train-scenes", "2", "--val-images", "1",
+                 "--loss", loss, "--scale-range", "0.75,1.25", "--jitter", "0.2", "--schedule", "cosine",
+                 "--out", str(tmp_path / "m.pt"), "--quiet", "--threads", "1"])
+    assert code == 0, capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "m.pt").train_info["config"]["loss"] == loss
+
+
+def test_unknown_loss_is_a_one_line_error(capsys):
+    from segedge.cli import main
+
+    assert main(["train", "--model", "unet", "--loss", "dise"]) == 1
+    err = capsys.readouterr().err
+    assert "dise" in err and "ce" in err and len(err.strip().splitlines()) == 1

@@ -38,3 +38,62 @@ def random_crop_flip(
     if rng.random() < 0.5:
         image, mask = image[:, ::-1], mask[:, ::-1]
     return image, mask
+
+
+def resize_bilinear(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 (H, W, 3) → (h, w, 3), half-pixel centres (as torch's align_corners=False)."""
+    h, w = size
+    src_h, src_w = image.shape[:2]
+    ys = np.clip((np.arange(h) + 0.5) * src_h / h - 0.5, 0, src_h - 1)
+    xs = np.clip((np.arange(w) + 0.5) * src_w / w - 0.5, 0, src_w - 1)
+    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
+    y1, x1 = np.minimum(y0 + 1, src_h - 1), np.minimum(x0 + 1, src_w - 1)
+    wy, wx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
+    img = image.astype(np.float32)
+    top = img[y0][:, x0] * (1 - wx) + img[y0][:, x1] * wx
+    bottom = img[y1][:, x0] * (1 - wx) + img[y1][:, x1] * wx
+    return np.clip(top * (1 - wy) + bottom * wy + 0.5, 0, 255).astype(np.uint8)
+
+
+def resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Label map resize that never invents a label."""
+    h, w = size
+    src_h, src_w = mask.shape[:2]
+    ys = np.minimum(((np.arange(h) + 0.5) * src_h / h).astype(int), src_h - 1)
+    xs = np.minimum(((np.arange(w) + 0.5) * src_w / w).astype(int), src_w - 1)
+    return mask[ys][:, xs]
+
+
+def random_scale_crop_flip(
+    image: np.ndarray,
+    mask: np.ndarray,
+    crop: tuple[int, int],
+    rng: np.random.Generator,
+    scale_range: tuple[float, float] = (1.0, 1.0),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random scale s in ``scale_range``, a random ``crop``-sized window, horizontal flip with p = 0.5.
+
+    Scaling is done on the source window only (a crop/s window resized to ``crop``), so it costs the
+    crop's pixels, not the whole image's.
+    """
+    lo, hi = scale_range
+    scale = float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if hi > lo else lo
+    if scale == 1.0:
+        return random_crop_flip(image, mask, crop, rng)
+    height, width = mask.shape
+    win_h = min(height, max(1, round(crop[0] / scale)))
+    win_w = min(width, max(1, round(crop[1] / scale)))
+    image, mask = random_crop_flip(image, mask, (win_h, win_w), rng)
+    return resize_bilinear(np.ascontiguousarray(image), crop), resize_nearest(np.ascontiguousarray(mask), crop)
+
+
+def colour_jitter(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """Brightness, contrast and saturation each scaled by a factor in [1 - strength, 1 + strength]."""
+    if strength <= 0:
+        return image
+    b, c, s = rng.uniform(1 - strength, 1 + strength, size=3)
+    x = image.astype(np.float32) * b
+    x = (x - x.mean()) * c + x.mean()
+    grey = x.mean(axis=-1, keepdims=True)
+    x = (x - grey) * s + grey
+    return np.clip(x + 0.5, 0, 255).astype(np.uint8)

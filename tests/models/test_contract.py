@@ -198,7 +198,9 @@ def test_onnxruntime_matches_torch_at_two_sizes(exported: Exported, extra_stride
     max_abs_diff = float(np.abs(got - expected).max())
     argmax_agreement = float((got.argmax(1) == expected.argmax(1)).mean())
     print(f"{exported.spec.name} {size}: max abs diff {max_abs_diff:.2e}, argmax agreement {argmax_agreement:.4%}")
-    assert max_abs_diff < 1e-3
+    # relative to the logits' scale: a BN over a near-constant pooled channel (DeepLab's image pooling on random
+    # weights) amplifies activations ~300×, where float32 rounding alone gives 1e-5 relative
+    assert max_abs_diff < 1e-3 * max(1.0, float(np.abs(expected).max()))
     assert argmax_agreement > 0.999
 
 

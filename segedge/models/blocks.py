@@ -101,3 +101,29 @@ class SqueezeExcitation(nn.Module):
         weights = x.mean(dim=(2, 3), keepdim=True)
         weights = torch.sigmoid(self.expand(self.relu(self.reduce(weights))))
         return x * weights
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block (Sandler et al. 2018): 1×1 expand → 3×3 depthwise → linear 1×1 project, plus
+    identity when the shape is unchanged.
+
+    The projection has no ReLU (the paper's linear bottleneck: ReLU on a narrow map destroys
+    information). ``dilation`` replaces a stride where a segmentation backbone keeps its resolution.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, stride: int = 1, expansion: int = 6, dilation: int = 1
+    ) -> None:
+        super().__init__()
+        hidden = int(round(in_channels * expansion))
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        if expansion != 1:
+            layers["expand"] = ConvBNReLU(in_channels, hidden, kernel_size=1)
+        layers["depthwise"] = ConvBNReLU(hidden, hidden, stride=stride, groups=hidden, dilation=dilation)
+        layers["project"] = ConvBNReLU(hidden, out_channels, kernel_size=1, relu=False)
+        self.layers = nn.Sequential(layers)
+        self.use_residual = stride == 1 and in_channels == out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.layers(x)
+        return x + out if self.use_residual else out

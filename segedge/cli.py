@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -50,6 +51,28 @@ def _scale_range(text: str) -> tuple[float, float]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not LOW,HIGH (e.g. 0.75,1.5)") from None
     return low, high
+
+
+def _triple(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"{text!r} is not three comma-separated numbers (R,G,B on the 0–1 scale)")
+    return values
+
+
+def _class_names(path: str | None) -> tuple[str, ...] | None:
+    if path is None:
+        return None
+    try:
+        names = tuple(line.strip() for line in Path(path).read_text().splitlines() if line.strip())
+    except OSError as exc:
+        raise SegedgeError(f"cannot read class list {path}: {exc.strerror or exc}") from None
+    if not names:
+        raise SegedgeError(f"class list {path} is empty")
+    return names
 
 
 def _log(message: str) -> None:
@@ -106,13 +129,21 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise SegedgeError("--calib-images, --calib-method and --activation only apply with --int8")
     if args.checkpoint is not None and args.untrained:
         raise SegedgeError("--checkpoint and --untrained exclude each other")
+    if (args.model is None) == (args.onnx is None):
+        raise SegedgeError("give either --model NAME (a zoo name or package.module:function) or --onnx FILE")
     int8 = Int8Config(
         calib_images=args.calib_images or Int8Config.calib_images,
         calib_method=args.calib_method or Int8Config.calib_method,
         activation=args.activation or Int8Config.activation,
     )
     config = ExportConfig(
-        model=args.model,
+        model=args.model or "",
+        onnx=Path(args.onnx) if args.onnx else None,
+        data=args.data,
+        mean=args.mean,
+        std=args.std,
+        num_classes=args.num_classes,
+        class_names=_class_names(args.classes),
         checkpoint=Path(args.checkpoint) if args.checkpoint else None,
         untrained=args.untrained,
         width=args.width,
@@ -140,6 +171,62 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(manifest, indent=2))
     return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from segedge.evaluate import evaluate, manifest_beside
+    from segedge.metrics import format_table
+    from segedge.registry import IMAGENET_MEAN, IMAGENET_STD
+
+    given = [x for x in (args.model, args.onnx, args.engine) if x]
+    if len(given) != 1:
+        raise SegedgeError("give exactly one of --model NAME, --onnx FILE, --engine FILE")
+    mean, std, names = args.mean, args.std, _class_names(args.classes)
+    size = args.input_size
+    if args.model:
+        from segedge.pipeline import ExportConfig, resolve_source
+
+        source = resolve_source(ExportConfig(model=args.model, checkpoint=Path(args.checkpoint) if args.checkpoint else None,
+                                             input_size=size, mean=mean, std=std, num_classes=args.num_classes,
+                                             class_names=names), log=_log, progress=not args.quiet)
+        runner = source.reference_runner(args.threads or os.cpu_count() or 1)
+        mean, std = source.spec.mean, source.spec.std
+        size = size or source.spec.default_input_size
+        names = names or source.class_names
+    else:
+        path = Path(args.onnx or args.engine)
+        manifest = manifest_beside(path)
+        norm = manifest.get("normalization", {})
+        mean = mean or tuple(norm.get("mean", IMAGENET_MEAN))
+        std = std or tuple(norm.get("std", IMAGENET_STD))
+        names = names or tuple(manifest.get("class_names", ())) or None
+        if args.onnx:
+            from segedge.runners.onnxrt import OnnxRuntimeRunner
+
+            runner = OnnxRuntimeRunner(path, threads=args.threads)
+        else:
+            from segedge.runners.tensorrt import TensorRTRunner
+
+            runner = TensorRTRunner(path)
+    result = evaluate(runner, args.data, args.split, size, args.images, mean, std, names, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        print(f"{result.backend} on {result.images} {result.data} {result.split} images")
+        print(format_table(result.scores, result.class_names or tuple(f"class_{i}" for i in range(len(result.scores.iou)))))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from segedge.check import check_model, check_onnx, format_report
+
+    target = args.target
+    if target.endswith(".onnx") or Path(target).is_file():
+        report = check_onnx(target, args.profile, dla=args.dla)
+    else:
+        report = check_model(target, args.profile, input_size=args.input_size, width=args.width, dla=args.dla)
+    print(format_report(report))
+    return 0 if report.ok else 1
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:
@@ -261,8 +348,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export a zoo model stage by stage (ONNX → simplified → FP16 / INT8). Every artifact is "
         "compared with the torch FP32 model on held-out synthetic images; one that fails its gate is not kept.",
     )
-    p.add_argument("--model", required=True, help="zoo model name (see `segedge models`)")
-    p.add_argument("--checkpoint", help="a segedge checkpoint (default: cached trained weights, trained once if missing)")
+    p.add_argument("--model", help="zoo model name (see `segedge models`), or package.module:function building any nn.Module")
+    p.add_argument("--onnx", help="bring your own ONNX (float32 N×3×H×W → N×C×H×W): it is the FP32 reference")
+    p.add_argument("--checkpoint", help="a segedge checkpoint, or a state dict for a package.module:function model "
+                   "(default: cached trained weights, trained once if missing)")
+    p.add_argument("--data", default="synthetic", help="evaluation/calibration data: synthetic, or KIND:ROOT (cityscapes, voc, ade20k, camvid, folder, auto)")
+    p.add_argument("--mean", type=_triple, help="input mean R,G,B on the 0–1 scale (own models; default ImageNet's)")
+    p.add_argument("--std", type=_triple, help="input std R,G,B (own models; default ImageNet's)")
+    p.add_argument("--num-classes", type=_positive_int, help="own models: the class count, checked against the output")
+    p.add_argument("--classes", help="own models: a text file of class names, one per line")
     p.add_argument("--untrained", action="store_true", help="random weights (smoke tests only: figures mean nothing)")
     p.add_argument("--width", type=_positive_float, default=1.0, help="width multiplier when no checkpoint is given")
     p.add_argument("--input-size", type=_size, help="HxW of the exported input (default: the model's)")
@@ -278,6 +372,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="also print the manifest as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("eval", help="all metrics per class of a zoo model, checkpoint, ONNX file or TensorRT engine")
+    p.add_argument("--model", help="zoo name (cached trained weights or --checkpoint) or package.module:function")
+    p.add_argument("--checkpoint", help="weights for --model")
+    p.add_argument("--onnx", help="an ONNX file (normalisation and class names come from its segedge manifest if it has one)")
+    p.add_argument("--engine", help="a TensorRT engine built by segedge")
+    p.add_argument("--data", default="synthetic", help="synthetic, or KIND:ROOT (cityscapes, voc, ade20k, camvid, folder, auto)")
+    p.add_argument("--split", default="val", help="dataset split (default val)")
+    p.add_argument("--images", type=_positive_int, default=16, help="images to score (default 16)")
+    p.add_argument("--input-size", type=_size, help="HxW (default: the model's)")
+    p.add_argument("--mean", type=_triple, help="input mean R,G,B on the 0–1 scale")
+    p.add_argument("--std", type=_triple, help="input std R,G,B")
+    p.add_argument("--num-classes", type=_positive_int, help="own models: the class count")
+    p.add_argument("--classes", help="a text file of class names, one per line")
+    p.add_argument("--threads", type=_positive_int, help="inference threads (default: all cores)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "check",
+        help="will a profile's TensorRT accept this model? (static check, runs on any CPU)",
+        description="List what a profile's TensorRT ONNX parser cannot take (ops, opset, Resize modes, Q/DQ), DLA "
+        "fallbacks, dynamic-shape traps and FP16 overflow risks. Exit code 1 when the profile cannot build the model.",
+    )
+    p.add_argument("target", metavar="MODEL_OR_ONNX", help="a zoo model name or an .onnx file")
+    p.add_argument("--profile", required=True, help="profile name (see `segedge profiles`) or a .toml path")
+    p.add_argument("--input-size", type=_size, help="HxW to export a zoo model at (default: the profile's)")
+    p.add_argument("--width", type=_positive_float, default=0.25, help="width to export a zoo model at (structure only; default 0.25)")
+    p.add_argument("--dla", action=argparse.BooleanOptionalAction, default=None, help="check DLA compatibility (default: as the profile says)")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("profiles", help="list hardware profiles and what this machine has or lacks for each")
     p.set_defaults(func=cmd_profiles)

@@ -44,7 +44,7 @@ class OnnxExportInfo:
 @contextlib.contextmanager
 def quiet_exporter():
     """The dynamo exporter prints progress to stdout and logs torchvision warnings: keep them out of the CLI."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)

@@ -15,20 +15,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from segedge.artifacts import DEFAULT_STORE, ArtifactDir, sha256_file, tool_versions
 from segedge.checkpoint import Checkpoint, load_checkpoint
 from segedge.compare import GATES, ParityGate, Reference, compare_to_reference, enforce_gate, reference_from_runner
-from segedge.errors import CalibrationError, InputSizeError
 from segedge.data.synthetic import CLASS_NAMES, SyntheticScenes
 from segedge.data.transforms import to_network_input
-from segedge.export import EXPORT_OPSET, INPUT_NAME, onnx_from_torch
+from segedge.errors import CalibrationError, InputSizeError, SegedgeError
+from segedge.export import EXPORT_OPSET, onnx_from_torch
 from segedge.quantize import Int8Config, fp16_from_onnx, int8_from_onnx
 from segedge.registry import get_spec
 from segedge.runners.onnxrt import OnnxRuntimeRunner
-from segedge.runners.torch import TorchRunner
 from segedge.simplify import simplified_onnx
+from segedge.sources import Source, copy_checked_onnx, module_source, onnx_source
 
 STAGE_FILES = {"onnx": "model.onnx", "sim": "model.sim.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 CALIB_SPLIT_SIZE = 512  # images the synthetic calibration split offers (it is generated, so any size works)
@@ -36,7 +34,7 @@ CALIB_SPLIT_SIZE = 512  # images the synthetic calibration split offers (it is g
 
 @dataclass(frozen=True)
 class ExportConfig:
-    model: str
+    model: str  # a zoo name, or package.module:function building any nn.Module
     checkpoint: Path | None = None  # None: the cached trained weights (trained first if missing)
     untrained: bool = False  # random weights: fast, for smoke tests; parity on random logits is fragile
     width: float = 1.0
@@ -51,6 +49,12 @@ class ExportConfig:
     seed: int = 0
     gates: dict[str, ParityGate] = field(default_factory=lambda: dict(GATES))
     train_iterations: int | None = None  # None: the trainer's default recipe
+    onnx: Path | None = None  # bring your own ONNX: it is the FP32 reference, torch stages are skipped
+    data: str = "synthetic"  # evaluation (val split) and calibration (calib / train split) data: synthetic or KIND:ROOT
+    mean: tuple[float, float, float] | None = None  # bring-your-own models: input normalisation
+    std: tuple[float, float, float] | None = None
+    num_classes: int | None = None  # bring-your-own models: checked against the model's output
+    class_names: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -65,7 +69,7 @@ class ExportResult:
 Log = Callable[[str], None]
 
 
-def _obtain_checkpoint(config: ExportConfig, log: Log, progress: bool) -> Checkpoint:
+def _zoo_checkpoint(config: ExportConfig, log: Log, progress: bool) -> Checkpoint:
     from segedge.train import TrainConfig, cached_checkpoint_path, trained_checkpoint
 
     spec = get_spec(config.model)
@@ -85,43 +89,83 @@ def _obtain_checkpoint(config: ExportConfig, log: Log, progress: bool) -> Checkp
     return trained_checkpoint(recipe, progress=progress)
 
 
-def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool = False) -> ExportResult:
-    """Run the chain for ``config``; returns the artifact directory and its manifest."""
+def resolve_source(config: ExportConfig, log: Log = lambda _: None, progress: bool = False) -> Source:
+    """The FP32 reference for ``config``: a given ONNX, a ``package.module:function``, or a zoo model."""
+    if config.onnx is not None:
+        return onnx_source(config.onnx, config.input_size, config.mean, config.std, config.num_classes, config.class_names)
+    if ":" in config.model:
+        return module_source(config.model, config.checkpoint, config.input_size, config.mean, config.std,
+                             config.num_classes, config.class_names)
     spec = get_spec(config.model)
-    size = tuple(config.input_size or spec.default_input_size)
-    spec.check_input_size(*size)
+    spec.check_input_size(*(config.input_size or spec.default_input_size))
     if config.dynamic and not spec.dynamic_hw:
         raise InputSizeError(f"{spec.name} cannot be exported with dynamic H/W: {spec.dynamic_hw_reason or 'not supported'}")
+    ckpt = _zoo_checkpoint(config, log, progress)
+    weights_id = ckpt.sha256() if ckpt.path else f"untrained-seed{config.seed}-w{config.width}"
+    return Source(name=spec.name, spec=spec, num_classes=ckpt.num_classes, class_names=ckpt.class_names,
+                  weights_id=weights_id, checkpoint=str(ckpt.path) if ckpt.path else None, module=ckpt.build(),
+                  extra={"width": ckpt.width})
+
+
+def evaluation_sets(data: str, size: tuple[int, int], seed: int, split: str = "val"):
+    """(evaluation dataset, calibration dataset): never the same images."""
+    if data == "synthetic":
+        return (SyntheticScenes(split, CALIB_SPLIT_SIZE, size=size, seed=seed),
+                SyntheticScenes("calib", CALIB_SPLIT_SIZE, size=size, seed=seed))
+    from segedge.data.datasets import open_dataset
+
+    kind, sep, root = data.partition(":")
+    if not sep or not root:
+        raise SegedgeError(f"--data takes synthetic or KIND:ROOT (e.g. cityscapes:/data/cityscapes), got {data!r}")
+    return open_dataset(kind, root, split, size=size), open_dataset(kind, root, "train", size=size)
+
+
+def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool = False) -> ExportResult:
+    """Run the chain for ``config``; returns the artifact directory and its manifest."""
     config.int8_config.validate()
-    if config.int8 and config.int8_config.calib_images > CALIB_SPLIT_SIZE:
+    if config.eval_images < 1:
+        raise ValueError("eval_images must be >= 1")
+    if config.onnx is None and ":" not in config.model:  # refuse bad zoo input before any training
+        spec = get_spec(config.model)
+        spec.check_input_size(*(config.input_size or spec.default_input_size))
+    if config.int8 and config.data == "synthetic" and config.int8_config.calib_images > CALIB_SPLIT_SIZE:
         raise CalibrationError(
             f"calibration set has {CALIB_SPLIT_SIZE} images but {config.int8_config.calib_images} were asked for; "
             f"lower --calib-images to at most {CALIB_SPLIT_SIZE}"
         )
-    if config.eval_images < 1:
-        raise ValueError("eval_images must be >= 1")
     threads = config.threads or os.cpu_count() or 1
-
-    ckpt = _obtain_checkpoint(config, log, progress)
-    module = ckpt.build()
-    weights_id = ckpt.sha256() if ckpt.path else f"untrained-seed{config.seed}-w{config.width}"
+    source = resolve_source(config, log, progress)
+    spec = source.spec
+    size = tuple(config.input_size or spec.default_input_size)
+    eval_set, calib_set = evaluation_sets(config.data, size, config.seed)
+    if config.data != "synthetic" and eval_set.num_classes != source.num_classes:
+        raise SegedgeError(f"{source.name} predicts {source.num_classes} classes but {config.data} labels "
+                           f"{eval_set.num_classes}; evaluate on data with the model's classes")
+    if config.int8 and len(calib_set) < config.int8_config.calib_images:
+        raise CalibrationError(
+            f"calibration set has {len(calib_set)} images but {config.int8_config.calib_images} were asked for; "
+            f"lower --calib-images to at most {len(calib_set)}"
+        )
+    eval_count = min(config.eval_images, len(eval_set))
     base_config = {
-        "model": spec.name,
-        "width": ckpt.width,
-        "num_classes": ckpt.num_classes,
-        "weights": weights_id,
+        "model": source.name,
+        **({"width": source.extra["width"]} if "width" in source.extra else {}),
+        "num_classes": source.num_classes,
+        "weights": source.weights_id,
         "input_size": list(size),
         "dynamic": config.dynamic,
-        "opset": EXPORT_OPSET,
-        "eval": {"data": "synthetic", "split": "val", "images": config.eval_images, "seed": config.seed},
+        "opset": EXPORT_OPSET if source.onnx is None else "given",
+        "normalization": {"mean": list(spec.mean), "std": list(spec.std)},
+        "eval": {"data": config.data, "split": "val", "images": eval_count, "seed": config.seed},
     }
-    art = ArtifactDir.for_config(config.store, spec.name, base_config)
+    art = ArtifactDir.for_config(config.store, source.name, base_config)
     manifest = art.read_manifest() or {
-        "model": spec.name,
+        "model": source.name,
         "created": _now(),
         "config": base_config,
-        "checkpoint": str(ckpt.path) if ckpt.path else None,
-        "class_names": list(ckpt.class_names),
+        "checkpoint": source.checkpoint,
+        "source_onnx": str(source.onnx) if source.onnx else None,
+        "class_names": list(source.class_names),
         "normalization": {"mean": list(spec.mean), "std": list(spec.std)},
         "stages": {},
     }
@@ -132,12 +176,11 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
     def get_reference() -> Reference:
         nonlocal reference
         if reference is None:
-            val = SyntheticScenes("val", config.eval_images, size=size, seed=config.seed)
-            images, masks = val.batch(0, config.eval_images)
+            images, masks = eval_set.batch(0, eval_count)
             inputs = to_network_input(images, spec.mean, spec.std)
-            reference = reference_from_runner(TorchRunner(module, threads=threads), inputs, masks, ckpt.num_classes)
-            manifest["reference"] = {"backend": "torch", "precision": "fp32", "miou": reference.miou,
-                                     "images": config.eval_images, "split": "val"}
+            reference = reference_from_runner(source.reference_runner(threads), inputs, masks, source.num_classes)
+            manifest["reference"] = {"backend": source.reference_backend, "precision": "fp32", "miou": reference.miou,
+                                     "images": eval_count, "split": "val", "data": config.data}
         return reference
 
     def run_stage(stage: str, stage_config: dict, build: Callable[[Path], dict]) -> None:
@@ -174,7 +217,9 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
             f"mIoU {100 * p['miou']:.2f} (drop {p['miou_drop_points']:+.2f})  max|Δ| {p['max_abs_diff']:.2e}")
 
     def onnx_stage(candidate: Path) -> dict:
-        info = onnx_from_torch(module, spec, candidate, size, dynamic=config.dynamic)
+        if source.onnx is not None:
+            return copy_checked_onnx(source.onnx, candidate)
+        info = onnx_from_torch(source.module, spec, candidate, size, dynamic=config.dynamic)
         return {"opset": info.opset, "input_shape": list(info.input_shape), "output_shape": list(info.output_shape),
                 "dynamic_checked_at": list(info.second_size) if info.second_size else None}
 
@@ -193,9 +238,8 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
         ranges = art.file(f"calib.{icfg.calib_method}.{icfg.activation}.{icfg.calib_images}.{sim_sha[:12]}.json")
 
         def calibration_inputs():
-            calib = SyntheticScenes("calib", CALIB_SPLIT_SIZE, size=size, seed=config.seed)
             for i in range(icfg.calib_images):
-                image, _ = calib[i]
+                image, _ = calib_set[i]
                 yield to_network_input(image, spec.mean, spec.std)
 
         def int8_stage(candidate: Path) -> dict:
@@ -203,10 +247,11 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
 
             with tqdm(total=icfg.calib_images, desc="calibrate", unit="img", disable=not progress) as bar:
                 info = int8_from_onnx(
-                    sim_path, candidate, calibration_inputs, icfg, available_images=CALIB_SPLIT_SIZE,
-                    input_name=INPUT_NAME, ranges_cache=ranges, progress=lambda n: bar.update(n - bar.n),
+                    sim_path, candidate, calibration_inputs, icfg, available_images=len(calib_set),
+                    ranges_cache=ranges, progress=lambda n: bar.update(n - bar.n),
                 )
-            return {**info, "calibration": {"split": "calib", **icfg.as_dict()}}
+            split = "calib" if config.data == "synthetic" else "train"
+            return {**info, "calibration": {"data": config.data, "split": split, **icfg.as_dict()}}
 
         run_stage("int8", {"source_sha256": sim_sha, "int8": icfg.as_dict()}, int8_stage)
 

@@ -102,7 +102,7 @@ def int8_from_onnx(
     calibration_batches: Callable[[], Iterator[np.ndarray]],
     config: Int8Config,
     available_images: int,
-    input_name: str = "input",
+    input_name: str | None = None,
     ranges_cache: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> dict:
@@ -135,6 +135,10 @@ def int8_from_onnx(
         prepared = Path(work) / "prepared.onnx"
         # shape inference + onnxruntime's graph fusions so Q/DQ land where kernels fuse (conv+relu, ...)
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        if input_name is None:  # the graph's own image input (a bring-your-own ONNX names it as it likes)
+            graph = onnx.load(str(prepared), load_external_data=False).graph
+            weights = {t.name for t in graph.initializer}
+            input_name = next(i.name for i in graph.input if i.name not in weights)
 
         ranges_path = Path(ranges_cache) if ranges_cache else Path(work) / "ranges.json"
         if not ranges_path.is_file():

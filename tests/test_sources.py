@@ -101,7 +101,7 @@ def test_cli_eval_table_for_a_zoo_checkpoint(tiny_checkpoint, capsys):
                  "--images", "2", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "torch on 2 synthetic val images" in out
-    assert "| road " in out and "| **mean** |" in out and "frequency-weighted IoU" in out
+    assert "| road " in out and "| **mean** " in out and "frequency-weighted IoU" in out
 
 
 def test_cli_needs_exactly_one_source(capsys):

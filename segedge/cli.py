@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from segedge import __version__
 from segedge.errors import SegedgeError
 
 
@@ -125,8 +126,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     from segedge.pipeline import ExportConfig, export_model
     from segedge.quantize import Int8Config
 
-    if not args.int8 and (args.calib_images is not None or args.calib_method is not None or args.activation is not None):
-        raise SegedgeError("--calib-images, --calib-method and --activation only apply with --int8")
+    if args.remote:
+        files = {"checkpoint": args.checkpoint, "onnx": args.onnx, "classes": args.classes}
+        argv = ["export", *_argv_from(args, EXPORT_FLAGS, files={k: v for k, v in files.items() if v})]
+        return _passthrough(args, argv, {f"\0{k}": Path(v) for k, v in files.items() if v})
+    int8_only = (args.calib_images, args.calib_method, args.activation, args.int8_scheme, args.max_drop, args.max_search_steps)
+    if not args.int8 and any(v is not None for v in int8_only):
+        raise SegedgeError("--calib-images, --calib-method, --activation, --int8-scheme, --max-drop and "
+                           "--max-search-steps only apply with --int8")
     if args.checkpoint is not None and args.untrained:
         raise SegedgeError("--checkpoint and --untrained exclude each other")
     if (args.model is None) == (args.onnx is None):
@@ -135,6 +142,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         calib_images=args.calib_images or Int8Config.calib_images,
         calib_method=args.calib_method or Int8Config.calib_method,
         activation=args.activation or Int8Config.activation,
+        scheme=args.int8_scheme,
+        max_drop=args.max_drop,
+        max_search_steps=args.max_search_steps or Int8Config.max_search_steps,
     )
     config = ExportConfig(
         model=args.model or "",
@@ -167,7 +177,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"{stage:6s} {entry['file']:18s} {100 * p['argmax_agreement']:8.3f} {100 * p['miou']:6.2f} "
               f"{p['miou_drop_points']:+6.2f} {p['max_abs_diff']:9.2e}")
     if ref is not None:
-        print(f"torch FP32 reference mIoU {100 * ref:.2f} on {manifest['config']['eval']['images']} synthetic val images")
+        backend = manifest.get("reference", {}).get("backend", "torch")
+        print(f"{backend} FP32 reference mIoU {100 * ref:.2f} on {manifest['config']['eval']['images']} "
+              f"{manifest['config']['eval']['data']} val images")
+    int8_entry = manifest["stages"].get("int8", {})
+    if int8_entry.get("mixed_precision", {}).get("message"):
+        print(int8_entry["mixed_precision"]["message"])
+    for warning in int8_entry.get("warnings", []):
+        print(f"warning: {warning}")
     if args.json:
         print(json.dumps(manifest, indent=2))
     return 0
@@ -221,6 +238,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     from segedge.check import check_model, check_onnx, format_report
 
     target = args.target
+    if args.remote:
+        from segedge.remote import profile_file_for
+
+        files = {"target": Path(target)} if target.endswith(".onnx") or Path(target).is_file() else {}
+        if args.profile != "jetson":  # the device checks against this machine's definition of the profile
+            files["profile"] = profile_file_for(args.profile)
+        argv = ["check", "\0target" if "target" in files else target,
+                "--profile", "\0profile" if "profile" in files else args.profile,
+                *_argv_from(args, {"input_size": "size", "width": "value", "dla": "bool"})]
+        return _passthrough(args, argv, {f"\0{k}": v for k, v in files.items()})
     if target.endswith(".onnx") or Path(target).is_file():
         report = check_onnx(target, args.profile, dla=args.dla)
     else:
@@ -250,10 +277,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from segedge.report import render
     from segedge.sweep import BenchConfig, run_sweep
 
+    models = tuple(get_spec(m.strip()).name for m in args.models.split(",") if m.strip())
+    if args.remote:
+        from segedge.remote import bench_on_device
+
+        target = _ssh_target(args)
+        rows, code = bench_on_device(
+            target, args.profile, models, _list(args.precisions), args.input_size, args.eval_images, args.quick,
+            args.force, _checkpoint_map(args.checkpoint or []), Path(args.results), Path(args.out), log=_log,
+            progress=not args.quiet)
+        if rows:
+            print(render(rows, "md"), end="")
+        print(f"results in {args.results}")
+        return code
     machine = detect_machine()
     profile = load_profile(args.profile, machine)
     backend = require_runnable(profile, machine, list_profiles())
-    models = tuple(get_spec(m.strip()).name for m in args.models.split(",") if m.strip())
+    if args.dry_run:
+        print(f"profile {profile.name} runs here ({machine.describe()}) with {backend}")
+        return 0
     precisions = tuple(p.strip() for p in args.precisions.split(",")) if args.precisions else profile.precisions
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad:
@@ -269,6 +311,83 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(render(rows, "md"), end="")
     print(f"results in {config.store}")
     return 0 if all(r["status"] != "failed" for r in rows) else 1
+
+
+def _list(text: str | None) -> tuple[str, ...] | None:
+    return tuple(x.strip() for x in text.split(",") if x.strip()) if text else None
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from segedge.fleet import sweep_on_ray
+    from segedge.report import render
+
+    result = sweep_on_ray(
+        args.ray, list(_list(args.profiles) or ()), _list(args.models) or (), _list(args.precisions), args.input_size,
+        Path(args.results), checkpoints=_checkpoint_map(args.checkpoint or []), eval_images=args.eval_images,
+        quick=args.quick, force=args.force, device_dir=args.device_dir, timeout_s=args.timeout, log=_log)
+    if result.rows:
+        print(render(result.rows, "md"), end="")
+    print(f"results in {args.results}")
+    return 0 if all(r["status"] != "failed" for r in result.rows) else 1
+
+
+# --remote: the same command on a device over ssh -----------------------------------------------------
+
+EXPORT_FLAGS = {
+    "model": "value", "data": "value", "mean": "triple", "std": "triple", "num_classes": "value",
+    "untrained": "flag", "width": "value", "input_size": "size", "dynamic": "flag", "fp16": "flag", "int8": "flag",
+    "calib_images": "value", "calib_method": "value", "activation": "value", "eval_images": "value",
+    "threads": "value", "json": "flag", "quiet": "flag",
+}
+
+
+def _argv_from(args: argparse.Namespace, kinds: dict[str, str], files: dict[str, str] | None = None) -> list[str]:
+    """Flags that rebuild ``args`` for the device; a file option becomes a ``\\0name`` token for its device path."""
+    argv = []
+    for dest, kind in kinds.items():
+        value, flag = getattr(args, dest), "--" + dest.replace("_", "-")
+        if value is None or value is False:
+            continue
+        if kind == "flag":
+            argv.append(flag)
+        elif kind == "bool":
+            argv.append(flag if value else "--no-" + flag[2:])
+        elif kind == "size":
+            argv += [flag, f"{value[0]}x{value[1]}"]
+        elif kind == "triple":
+            argv += [flag, ",".join(repr(v) for v in value)]
+        else:
+            argv += [flag, str(value)]
+    for dest in files or {}:
+        argv += ["--" + dest.replace("_", "-"), f"\0{dest}"]
+    return argv
+
+
+def _ssh_target(args: argparse.Namespace):
+    from segedge.remote import SshTarget
+
+    return SshTarget.from_options(args.remote, args.remote_segedge, args.remote_dir, args.ssh_config)
+
+
+def _passthrough(args: argparse.Namespace, argv: list[str], files: dict[str, Path]) -> int:
+    from segedge.remote import passthrough
+
+    for path in files.values():
+        if not path.is_file():
+            raise SegedgeError(f"{path} does not exist (it is copied to the device for --remote)")
+    return passthrough(_ssh_target(args), argv, files, log=_log)
+
+
+def _add_remote_options(p: argparse.ArgumentParser) -> None:
+    from segedge.remote import DEFAULT_REMOTE_DIR, SSH_CONFIG_ENV
+
+    g = p.add_argument_group("on a device over ssh")
+    g.add_argument("--remote", metavar="USER@HOST", help="run this on that device through the system ssh client "
+                   "(~/.ssh/config, keys and jump hosts apply; it never prompts)")
+    g.add_argument("--remote-segedge", metavar="COMMAND", help="segedge on the device, e.g. ~/venv/bin/segedge "
+                   "(default: segedge on the ssh session's PATH)")
+    g.add_argument("--remote-dir", metavar="DIR", help=f"the device's content-addressed cache (default {DEFAULT_REMOTE_DIR})")
+    g.add_argument("--ssh-config", metavar="FILE", help=f"ssh -F FILE (default ${SSH_CONFIG_ENV}, else ssh's own)")
 
 
 def _checkpoint_map(items: list[str]) -> dict[str, Path]:
@@ -312,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="segedge",
         description="Take a segmentation model from PyTorch to a verified, benchmarked edge deployment.",
     )
+    parser.add_argument("--version", action="version", version=f"segedge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -366,11 +486,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-images", type=_positive_int, help="calibration images (default 32)")
     p.add_argument("--calib-method", choices=("minmax", "entropy", "percentile"), help="default minmax")
     p.add_argument("--activation", choices=("u8", "s8"), help="INT8 activation type: u8 for x86 onnxruntime (default), s8 symmetric for TensorRT")
+    p.add_argument("--int8-scheme", choices=("x86", "arm", "tensorrt"), help="INT8 scheme of the target (default x86; arm: s8 symmetric; tensorrt: s8 symmetric, zero points 0, float biases)")
+    p.add_argument("--max-drop", type=float, help="mIoU budget in points: keep the most sensitive layers in float until the INT8 drop meets it")
+    p.add_argument("--max-search-steps", type=_positive_int, help="how many exclusion steps the --max-drop search may try (default 10)")
     p.add_argument("--eval-images", type=_positive_int, default=8, help="held-out images for parity and mIoU (default 8)")
     p.add_argument("--threads", type=_positive_int, help="inference threads (default: all cores)")
     p.add_argument("--out", default="export", help="artifact store (default ./export)")
     p.add_argument("--json", action="store_true", help="also print the manifest as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_remote_options(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("eval", help="all metrics per class of a zoo model, checkpoint, ONNX file or TensorRT engine")
@@ -402,7 +526,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=_size, help="HxW to export a zoo model at (default: the profile's)")
     p.add_argument("--width", type=_positive_float, default=0.25, help="width to export a zoo model at (structure only; default 0.25)")
     p.add_argument("--dla", action=argparse.BooleanOptionalAction, default=None, help="check DLA compatibility (default: as the profile says)")
+    _add_remote_options(p)
     p.set_defaults(func=cmd_check)
+
+    from segedge.sensitivity import add_cli as add_sensitivity_cli
+
+    add_sensitivity_cli(sub)
 
     p = sub.add_parser("profiles", help="list hardware profiles and what this machine has or lacks for each")
     p.set_defaults(func=cmd_profiles)
@@ -423,9 +552,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="measure again rows this machine already has")
     p.add_argument("--checkpoint", action="append", metavar="MODEL=PATH", help="weights for a model (default: cached trained weights)")
     p.add_argument("--results", default="export/results.sqlite", help="SQLite results store")
-    p.add_argument("--out", default="export", help="artifact store")
+    p.add_argument("--out", default="export", help="artifact store (with --remote: where the ONNX artifacts are exported here)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--dry-run", action="store_true", help="only check that the profile runs on this machine, and with which backend")
+    _add_remote_options(p)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "sweep",
+        help="model × precision × profile jobs on a Ray cluster of devices, one job per device at a time",
+        description="Each device joins the cluster advertising its profile as a resource: "
+        "ray start --address HEAD:6379 --resources '{\"jetson-orin-nano\": 1}'. Every job takes that whole "
+        "resource, so measurements never share a device; rows stream into the local store as jobs finish. "
+        "Needs pip install 'segedge[fleet]'.",
+    )
+    p.add_argument("--ray", required=True, metavar="ADDRESS", help="the cluster: HEAD:6379 on a node of it, "
+                   "ray://HEAD:10001 from a workstation (Ray Client), or auto")
+    p.add_argument("--profiles", required=True, help="comma-separated profiles (names or .toml paths); each is a resource name")
+    p.add_argument("--models", default="bisenet", help="comma-separated zoo models (default bisenet)")
+    p.add_argument("--precisions", help="comma-separated subset of fp32,fp16,int8 (default: each profile's)")
+    p.add_argument("--input-size", type=_size, help="HxW (default: each profile's)")
+    p.add_argument("--eval-images", type=_positive_int, default=8, help="held-out images for mIoU (default 8)")
+    p.add_argument("--quick", action="store_true", help="fewer timed runs and eval images: a smoke test")
+    p.add_argument("--force", action="store_true", help="measure again rows a device already has")
+    p.add_argument("--checkpoint", action="append", metavar="MODEL=PATH", help="weights for a model, sent to the devices")
+    p.add_argument("--results", default="export/results.sqlite", help="local SQLite results store")
+    p.add_argument("--device-dir", default="~/.cache/segedge/fleet", help="artifacts and store on each device")
+    p.add_argument("--timeout", type=_positive_float, help="stop waiting after this many seconds (finished rows are kept)")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("report", help="tables, Pareto front, budget pick and plot from the results store")
     p.add_argument("--results", default="export/results.sqlite", help="SQLite results store")

@@ -22,7 +22,7 @@ from segedge.data.synthetic import CLASS_NAMES, SyntheticScenes
 from segedge.data.transforms import to_network_input
 from segedge.errors import CalibrationError, InputSizeError, SegedgeError
 from segedge.export import EXPORT_OPSET, onnx_from_torch
-from segedge.quantize import Int8Config, fp16_from_onnx, int8_from_onnx
+from segedge.quantize import Int8Config, calibrated_graph, fp16_from_onnx, qdq_counts
 from segedge.registry import get_spec
 from segedge.runners.onnxrt import OnnxRuntimeRunner
 from segedge.simplify import simplified_onnx
@@ -120,6 +120,54 @@ def evaluation_sets(data: str, size: tuple[int, int], seed: int, split: str = "v
     return open_dataset(kind, root, split, size=size), open_dataset(kind, root, "train", size=size)
 
 
+def reference_for(source: Source, eval_set, count: int, threads: int) -> Reference:
+    """FP32 logits of ``source`` on the first ``count`` evaluation images: what every artifact is compared to."""
+    images, masks = eval_set.batch(0, count)
+    inputs = to_network_input(images, source.spec.mean, source.spec.std)
+    return reference_from_runner(source.reference_runner(threads), inputs, masks, source.num_classes)
+
+
+def ranges_cache_path(directory: Path, icfg: Int8Config, sim_sha: str) -> Path:
+    """Where the calibration ranges for ``icfg`` live beside the artifacts.
+
+    The key holds only what the ranges depend on (``Int8Config.ranges_key``), so MinMax ranges serve the
+    x86, arm and tensorrt schemes alike. A cache written under the older ``calib.<method>.<u8|s8>.`` name
+    is picked up when it means the same ranges (u8: asymmetric collection, s8: symmetric).
+    """
+    path = directory / f"calib.{icfg.ranges_key()}.{sim_sha[:12]}.json"
+    legacy = directory / (f"calib.{icfg.calib_method}.{'s8' if icfg.symmetric_calibration else 'u8'}."
+                          f"{icfg.calib_images}.{sim_sha[:12]}.json")
+    if not path.is_file() and legacy.is_file():
+        return legacy
+    return path
+
+
+@dataclass(frozen=True)
+class CalibrationSetup:
+    """What quantizing an exported model needs besides its graph: for ``segedge sensitivity`` and friends."""
+
+    source: Source
+    eval_set: object
+    calib_set: object
+    ranges_cache: Path
+    threads: int
+
+
+def calibration_setup(config: ExportConfig, exported: "ExportResult", log: Log = lambda _: None) -> CalibrationSetup:
+    """The source, evaluation and calibration sets and ranges-cache path of an ``export_model`` result."""
+    source = resolve_source(config, log)
+    size = tuple(exported.manifest["config"]["input_size"])
+    eval_set, calib_set = evaluation_sets(config.data, size, config.seed)
+    if len(calib_set) < config.int8_config.calib_images:
+        raise CalibrationError(
+            f"calibration set has {len(calib_set)} images but {config.int8_config.calib_images} were asked for; "
+            f"lower --calib-images to at most {len(calib_set)}"
+        )
+    sim_sha = exported.manifest["stages"]["sim"]["sha256"]
+    return CalibrationSetup(source, eval_set, calib_set, ranges_cache_path(exported.directory, config.int8_config, sim_sha),
+                            config.threads or os.cpu_count() or 1)
+
+
 def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool = False) -> ExportResult:
     """Run the chain for ``config``; returns the artifact directory and its manifest."""
     config.int8_config.validate()
@@ -176,9 +224,7 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
     def get_reference() -> Reference:
         nonlocal reference
         if reference is None:
-            images, masks = eval_set.batch(0, eval_count)
-            inputs = to_network_input(images, spec.mean, spec.std)
-            reference = reference_from_runner(source.reference_runner(threads), inputs, masks, source.num_classes)
+            reference = reference_for(source, eval_set, eval_count, threads)
             manifest["reference"] = {"backend": source.reference_backend, "precision": "fp32", "miou": reference.miou,
                                      "images": eval_count, "split": "val", "data": config.data}
         return reference
@@ -235,7 +281,7 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
 
     if config.int8:
         icfg = config.int8_config
-        ranges = art.file(f"calib.{icfg.calib_method}.{icfg.activation}.{icfg.calib_images}.{sim_sha[:12]}.json")
+        ranges = ranges_cache_path(art.path, icfg, sim_sha)
 
         def calibration_inputs():
             for i in range(icfg.calib_images):
@@ -245,13 +291,30 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
         def int8_stage(candidate: Path) -> dict:
             from tqdm import tqdm
 
+            started = time.perf_counter()
             with tqdm(total=icfg.calib_images, desc="calibrate", unit="img", disable=not progress) as bar:
-                info = int8_from_onnx(
-                    sim_path, candidate, calibration_inputs, icfg, available_images=len(calib_set),
-                    ranges_cache=ranges, progress=lambda n: bar.update(n - bar.n),
-                )
+                with calibrated_graph(sim_path, calibration_inputs, icfg, available_images=len(calib_set),
+                                      ranges_cache=ranges, progress=lambda n: bar.update(n - bar.n)) as graph:
+                    bar.close()
+                    info = graph.quantize(candidate)
+                    if icfg.max_drop is not None:
+                        info.update(mixed_precision(graph, candidate, art.file(STAGE_FILES["onnx"])))
             split = "calib" if config.data == "synthetic" else "train"
-            return {**info, "calibration": {"data": config.data, "split": split, **icfg.as_dict()}}
+            return {"seconds": round(time.perf_counter() - started, 2), **info,
+                    "calibration": {"data": config.data, "split": split, "ranges_cache": ranges.name, **icfg.as_dict()}}
+
+        def mixed_precision(graph, candidate: Path, onnx_path: Path) -> dict:
+            import onnx
+
+            from segedge.sensitivity import mixed_precision_search, torch_scopes
+
+            result = mixed_precision_search(graph, get_reference(), candidate, icfg.max_drop, icfg.max_search_steps,
+                                            threads=threads, scopes=torch_scopes(onnx_path), log=log)
+            log(f"int8  {result.message}")
+            info = {"mixed_precision": result.as_dict(), **qdq_counts(onnx.load(str(candidate)))}
+            if not result.met:
+                info["warnings"] = [result.message]
+            return info
 
         run_stage("int8", {"source_sha256": sim_sha, "int8": icfg.as_dict()}, int8_stage)
 

@@ -27,9 +27,13 @@ GENERIC_JETSON = "jetson"
 
 
 def profiles_dir() -> Path:
-    """``$SEGEDGE_PROFILES``, else the ``profiles/`` folder beside the package (a source checkout)."""
+    """``$SEGEDGE_PROFILES``, else the repository's ``profiles/`` (a source checkout), else the copy packaged
+    with segedge (``segedge/profiles_data`` is a link to ``profiles/`` that wheels ship as files)."""
     env = os.environ.get("SEGEDGE_PROFILES")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "profiles"
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parent.parent / "profiles"
+    return checkout if checkout.is_dir() else Path(__file__).resolve().parent / "profiles_data"
 
 
 @dataclass(frozen=True)

@@ -4,18 +4,22 @@ FP16 is an FP16 graph with FP32 inputs and outputs (onnxruntime.transformers' co
 onnxconverter-common's, to handle dynamo exports). INT8 is explicit QuantizeLinear/DequantizeLinear pairs
 with per-channel weights, so onnxruntime and TensorRT consume the same artifact and the same calibration.
 
-Activation type follows the target: on x86 onnxruntime, u8 activations run its fast u8s8 kernels (measured
-2.36× over FP32 versus 1.45× with s8 on a DeepLabv3+ at 512×1024); TensorRT needs symmetric s8.
+The scheme follows the target (:data:`INT8_SCHEMES`): on x86 onnxruntime, u8 activations run its fast u8s8
+kernels (measured 2.36× over FP32 versus 1.45× with s8 on a DeepLabv3+ at 512×1024); ARM onnxruntime takes
+symmetric s8 (signed dot-product kernels); TensorRT needs symmetric s8 with every zero point 0 and float biases.
 
 Calibration is fed in chunks: onnxruntime's histogram calibrators keep every intermediate output of every
 image they are given at once (past 24 GB at 512×1024), so segedge gives them ``chunk`` images at a time and
-lets the histograms merge. The resulting ranges are cached as JSON beside the artifact and reused.
+lets the histograms merge. The resulting ranges are cached as JSON beside the artifact and reused, by every
+scheme when the method is MinMax (see ``Int8Config.ranges_key``). :func:`calibrated_graph` calibrates once
+and quantizes as many ways as asked: all layers, one layer alone (sensitivity), all but some (mixed precision).
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -27,28 +31,119 @@ from segedge.errors import CalibrationError, InputSizeError
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 ACTIVATION_TYPES = ("u8", "s8")
+QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")  # the layers sensitivity and mixed precision act on
+
+
+@dataclass(frozen=True)
+class Int8Scheme:
+    """How a graph is quantized for one target's kernels. Weights are always s8, symmetric (zero point 0).
+
+    ``activation_symmetric`` puts activation zero points at 0 (128 would be u8's midpoint, so symmetric
+    schemes use s8). ``quantize_bias`` feeds Conv biases through an int32 DequantizeLinear, which
+    onnxruntime folds into its QLinearConv; TensorRT's DequantizeLinear takes int8 input only, so its
+    scheme keeps biases float and lets the builder fuse them.
+    """
+
+    name: str
+    activation: str  # "u8" | "s8"
+    activation_symmetric: bool
+    quantize_bias: bool
+    why: str
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "activation": self.activation,
+                "activation_symmetric": self.activation_symmetric, "quantize_bias": self.quantize_bias}
+
+
+X86 = Int8Scheme(
+    "x86", "u8", activation_symmetric=False, quantize_bias=True,
+    why="onnxruntime on x86: u8 activations feed the u8·s8 VPMADDUBSW/VNNI kernels (2.36x over FP32 vs "
+        "1.45x with s8, measured on DeepLabv3+ 512x1024); asymmetric keeps all 256 levels on ReLU outputs",
+)
+ARM = Int8Scheme(
+    "arm", "s8", activation_symmetric=True, quantize_bias=True,
+    why="onnxruntime on ARM64: s8 activations with s8 weights run the signed SDOT/SMMLA kernels (ARM has no "
+        "u8·s8 instruction); onnxruntime's quantize_static guidance for ARM CPUs is symmetric QInt8 "
+        "activations and weights, reduce_range off",
+)
+TENSORRT = Int8Scheme(
+    "tensorrt", "s8", activation_symmetric=True, quantize_bias=False,
+    why="TensorRT explicit quantization: int8 only, every zero point 0 (symmetric activations and weights), "
+        "per-channel weights on the output-channel axis; DequantizeLinear takes int8 input only, so biases "
+        "stay float",
+)
+INT8_SCHEMES: dict[str, Int8Scheme] = {s.name: s for s in (X86, ARM, TENSORRT)}
+_SCHEME_OF_ACTIVATION = {"u8": X86, "s8": TENSORRT}  # what the older activation-only setting meant
+
+
+def int8_scheme(name: str) -> Int8Scheme:
+    try:
+        return INT8_SCHEMES[name]
+    except KeyError:
+        raise InputSizeError(
+            f"unknown INT8 scheme {name!r}; choose one of {', '.join(INT8_SCHEMES)} "
+            "(x86 / arm: onnxruntime on that CPU; tensorrt: symmetric int8 for TensorRT)"
+        ) from None
 
 
 @dataclass(frozen=True)
 class Int8Config:
     calib_images: int = 32
     calib_method: str = "minmax"
-    activation: str = "u8"  # u8: x86 onnxruntime; s8 (symmetric): TensorRT, ARM
+    # the target's scheme (an Int8Scheme or its name); None: from ``activation``, else x86
+    scheme: Int8Scheme | str | None = None
+    # older setting kept for profiles and the CLI: u8 means the x86 scheme, s8 the tensorrt one; after
+    # construction it always holds the scheme's activation type
+    activation: str | None = None
     per_channel: bool = True
     chunk: int = 4  # images per calibration pass: bounds the calibrator's memory
+    # automatic mixed precision: keep the most sensitive layers float until the mIoU drop (points) on the
+    # evaluation images is at most max_drop; None: no search. max_search_steps bounds the candidates tried.
+    max_drop: float | None = None
+    max_search_steps: int = 10
+
+    def __post_init__(self) -> None:
+        if self.activation is not None and self.activation not in ACTIVATION_TYPES:
+            raise InputSizeError(f"activation type must be one of {', '.join(ACTIVATION_TYPES)}, got {self.activation!r}")
+        scheme = self.scheme
+        if isinstance(scheme, str):
+            scheme = int8_scheme(scheme)
+        if scheme is None:
+            scheme = _SCHEME_OF_ACTIVATION[self.activation] if self.activation else X86
+        elif self.activation is not None and self.activation != scheme.activation:
+            raise InputSizeError(
+                f"activation type {self.activation} contradicts INT8 scheme {scheme.name}, which uses "
+                f"{scheme.activation} activations; give the scheme alone"
+            )
+        object.__setattr__(self, "scheme", scheme)
+        object.__setattr__(self, "activation", scheme.activation)
 
     def validate(self) -> None:
         if self.calib_method not in CALIB_METHODS:
             raise InputSizeError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, got {self.calib_method!r}")
-        if self.activation not in ACTIVATION_TYPES:
-            raise InputSizeError(f"activation type must be one of {', '.join(ACTIVATION_TYPES)}, got {self.activation!r}")
         if self.calib_images < 1:
             raise InputSizeError(f"--calib-images must be >= 1, got {self.calib_images}")
         if self.chunk < 1:
             raise InputSizeError(f"calibration chunk must be >= 1, got {self.chunk}")
+        if self.max_search_steps < 1:
+            raise InputSizeError(f"the mixed-precision search needs at least 1 step, got {self.max_search_steps}")
+
+    @property
+    def symmetric_calibration(self) -> bool:
+        """Whether the calibrator itself must collect symmetric ranges.
+
+        MinMax ranges are symmetrised by the quantizer when the scheme asks for it (max(|min|, |max|) either
+        way), so one MinMax cache serves every scheme; histogram methods pick their clipping range from a
+        symmetric or an asymmetric histogram, so their ranges depend on the scheme.
+        """
+        return self.scheme.activation_symmetric and self.calib_method != "minmax"
+
+    def ranges_key(self) -> str:
+        """What the calibration ranges depend on (besides the graph and the calibration images)."""
+        return f"{self.calib_method}.{'sym' if self.symmetric_calibration else 'any'}.{self.calib_images}"
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "scheme": self.scheme.as_dict()}
 
 
 def fp16_from_onnx(src: str | Path, dst: str | Path) -> dict:
@@ -96,24 +191,98 @@ class _ArrayReader:
         return next(self._items, None)
 
 
-def int8_from_onnx(
+@dataclass(frozen=True)
+class Layer:
+    """A node that quantization turns into an integer kernel: what sensitivity ranks and mixed precision keeps float."""
+
+    name: str
+    op_type: str
+
+
+class CalibratedGraph:
+    """A graph prepared for quantization plus its activation ranges: calibrate once, quantize many ways.
+
+    Node names are those of the prepared graph (after onnxruntime's pre-processing fusions), which is what
+    ``quantize(only=..., exclude=...)`` and a manifest's list of float layers refer to.
+    """
+
+    def __init__(self, prepared: Path, ranges: Path, config: Int8Config, input_name: str) -> None:
+        self.prepared = prepared
+        self.ranges = ranges
+        self.config = config
+        self.input_name = input_name
+
+    def layers(self) -> list[Layer]:
+        """Conv/ConvTranspose/MatMul/Gemm nodes in graph order."""
+        import onnx
+
+        graph = onnx.load(str(self.prepared), load_external_data=False).graph
+        return [Layer(n.name, n.op_type) for n in graph.node if n.op_type in QUANTIZABLE_OPS]
+
+    def quantize(self, dst: str | Path, only: list[str] | None = None, exclude: list[str] | None = None) -> dict:
+        """Write the Q/DQ graph to ``dst``: every layer, ``only`` these, or all but ``exclude`` (kept float)."""
+        import onnx
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+        if only is not None and not only:
+            raise InputSizeError("quantize(only=[]) would quantize nothing; give at least one layer")
+        known = {layer.name for layer in self.layers()}
+        unknown = sorted((set(only or ()) | set(exclude or ())) - known)
+        if unknown:
+            raise InputSizeError(
+                f"no quantizable layer named {', '.join(unknown[:5])} in the prepared graph "
+                f"({len(known)} layers; see CalibratedGraph.layers())"
+            )
+        scheme = self.config.scheme
+        with atomic_path(dst) as tmp:
+            quantize_static(
+                str(self.prepared),
+                str(tmp),
+                calibration_data_reader=None,
+                calibration_cache_path=str(self.ranges),
+                quant_format=QuantFormat.QDQ,
+                per_channel=self.config.per_channel,
+                activation_type=QuantType.QUInt8 if scheme.activation == "u8" else QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_quantize=list(only) if only is not None else None,
+                nodes_to_exclude=list(exclude) if exclude else None,
+                calibrate_method=_calibration_method(self.config.calib_method),
+                extra_options={
+                    "ActivationSymmetric": scheme.activation_symmetric,
+                    "WeightSymmetric": True,
+                    "QuantizeBias": scheme.quantize_bias,
+                },
+            )
+            onnx.checker.check_model(str(tmp), full_check=True)
+            counts = qdq_counts(onnx.load(str(tmp)))
+        return counts
+
+
+def _calibration_method(name: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile}[name]
+
+
+@contextmanager
+def calibrated_graph(
     src: str | Path,
-    dst: str | Path,
     calibration_batches: Callable[[], Iterator[np.ndarray]],
     config: Int8Config,
     available_images: int,
     input_name: str | None = None,
     ranges_cache: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
-) -> dict:
-    """Static Q/DQ quantization of ``src`` into ``dst``.
+) -> Iterator[CalibratedGraph]:
+    """Prepare ``src`` for quantization and calibrate it (or load ``ranges_cache`` when it exists).
 
     ``calibration_batches()`` yields network inputs (1×3×H×W float32) one image at a time, at most
     ``config.calib_images`` of them; ``available_images`` is how many the calibration split holds.
-    ``progress(n)`` is called after each chunk with the number of images done.
+    ``progress(n)`` is called after each chunk with the number of images done. The prepared graph lives
+    in a temporary directory for the duration of the ``with`` block.
     """
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -123,14 +292,6 @@ def int8_from_onnx(
             f"calibration set has {available_images} images but {config.calib_images} were asked for; "
             f"lower --calib-images to at most {available_images}"
         )
-    method = {
-        "minmax": CalibrationMethod.MinMax,
-        "entropy": CalibrationMethod.Entropy,
-        "percentile": CalibrationMethod.Percentile,
-    }[config.calib_method]
-    symmetric = config.activation == "s8"
-    started = time.perf_counter()
-
     with tempfile.TemporaryDirectory(prefix="segedge-int8-") as work:
         prepared = Path(work) / "prepared.onnx"
         # shape inference + onnxruntime's graph fusions so Q/DQ land where kernels fuse (conv+relu, ...)
@@ -145,8 +306,8 @@ def int8_from_onnx(
             calibrator = create_calibrator(
                 prepared,
                 augmented_model_path=str(Path(work) / "augmented.onnx"),
-                calibrate_method=method,
-                extra_options={"symmetric": symmetric},
+                calibrate_method=_calibration_method(config.calib_method),
+                extra_options={"symmetric": config.symmetric_calibration},
             )
             seen = 0
             chunk: list[np.ndarray] = []
@@ -172,27 +333,30 @@ def int8_from_onnx(
             del calibrator
             with atomic_path(ranges_path) as tmp:
                 save_tensors_data(ranges, tmp)
+        yield CalibratedGraph(prepared, ranges_path, config, input_name)
 
-        activation_type = QuantType.QUInt8 if config.activation == "u8" else QuantType.QInt8
-        with atomic_path(dst) as tmp:
-            quantize_static(
-                str(prepared),
-                str(tmp),
-                calibration_data_reader=None,
-                calibration_cache_path=str(ranges_path),
-                quant_format=QuantFormat.QDQ,
-                per_channel=config.per_channel,
-                activation_type=activation_type,
-                weight_type=QuantType.QInt8,
-                calibrate_method=method,
-                extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
-            )
-            onnx.checker.check_model(str(tmp), full_check=True)
-            counts = _qdq_counts(onnx.load(str(tmp)))
+
+def int8_from_onnx(
+    src: str | Path,
+    dst: str | Path,
+    calibration_batches: Callable[[], Iterator[np.ndarray]],
+    config: Int8Config,
+    available_images: int,
+    input_name: str | None = None,
+    ranges_cache: str | Path | None = None,
+    progress: Callable[[int], None] | None = None,
+    keep_float: list[str] | None = None,
+) -> dict:
+    """Static Q/DQ quantization of ``src`` into ``dst`` with ``config.scheme``; ``keep_float`` names layers
+    (of the prepared graph, see :class:`CalibratedGraph`) left in float. Arguments as :func:`calibrated_graph`.
+    """
+    started = time.perf_counter()
+    with calibrated_graph(src, calibration_batches, config, available_images, input_name, ranges_cache, progress) as graph:
+        counts = graph.quantize(dst, exclude=keep_float)
     return {"seconds": round(time.perf_counter() - started, 2), **counts}
 
 
-def _qdq_counts(model) -> dict:
+def qdq_counts(model) -> dict:
     ops = [n.op_type for n in model.graph.node]
     return {
         "quantize_nodes": ops.count("QuantizeLinear"),

@@ -156,3 +156,44 @@ def test_checkpoint_of_another_model_is_refused(tiny_checkpoint, tmp_path):
     with pytest.raises(CheckpointError, match="holds a unet model"):
         export_model(ExportConfig(model="bisenet", checkpoint=tiny_checkpoint.path, store=tmp_path))
     assert not any(tmp_path.iterdir())
+
+
+def test_schemes_share_one_minmax_ranges_cache(tiny_checkpoint, tmp_path):
+    def export(scheme):
+        return export_model(ExportConfig(model="unet", checkpoint=tiny_checkpoint.path, input_size=SIZE, int8=True,
+                                         int8_config=Int8Config(calib_images=4, scheme=scheme), eval_images=2,
+                                         store=tmp_path, threads=2))
+
+    x86 = export("x86")
+    before = sorted(p.name for p in x86.directory.glob("calib.*.json"))
+    trt = export("tensorrt")
+    assert trt.directory == x86.directory
+    assert len(before) == 1 and before[0].startswith("calib.minmax.any.4.")
+    assert sorted(p.name for p in trt.directory.glob("calib.*.json")) == before
+    entry = trt.manifest["stages"]["int8"]
+    assert entry["calibration"]["ranges_cache"] == before[0]
+    assert entry["calibration"]["scheme"]["name"] == "tensorrt"
+
+
+@pytest.mark.parametrize("budget, met", [(50.0, True), (-1.0, False)])
+def test_mixed_precision_budget_lands_in_the_manifest(tiny_checkpoint, tmp_path, budget, met):
+    config = ExportConfig(model="unet", checkpoint=tiny_checkpoint.path, input_size=SIZE, int8=True,
+                          int8_config=Int8Config(calib_images=4, max_drop=budget, max_search_steps=2),
+                          eval_images=2, store=tmp_path, threads=2)
+    logs = []
+    result = export_model(config, log=logs.append)
+    entry = json.loads((result.directory / "manifest.json").read_text())["stages"]["int8"]
+    search = entry["mixed_precision"]
+    assert search["met"] is met and search["max_drop_points"] == budget
+    assert any(search["message"] in line for line in logs)
+    if met:
+        assert search["kept_float"] == [] and search["message"].startswith("full INT8 meets the budget")
+        assert "warnings" not in entry
+    else:
+        # says so, keeps the most accurate candidate tried, and the normal INT8 gate still decided
+        assert entry["warnings"] == [search["message"]] and "NOT met" in search["message"]
+        assert len(search["steps"]) == 2 and search["steps"][-1]["float_layers"] == search["quantizable_layers"]
+        assert all(k["why"].startswith("quantized alone it costs") for k in search["kept_float"])
+        assert entry["float_convs_left"] == len(search["kept_float"])
+        assert entry["parity"]["argmax_agreement"] >= entry["gate"]["min_argmax_agreement"]
+    assert {"fp32", "full_int8", "chosen"} <= set(search["latency_ms"])

@@ -1,0 +1,167 @@
+"""INT8 schemes per target: graph structure (zero points, per-channel axes, Q/DQ counts) and numbers vs FP32."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, numpy_helper
+
+from segedge.data.synthetic import SyntheticScenes
+from segedge.data.transforms import to_network_input
+from segedge.errors import InputSizeError
+from segedge.pipeline import ExportConfig, export_model
+from segedge.quantize import ARM, INT8_SCHEMES, TENSORRT, X86, Int8Config, calibrated_graph, int8_from_onnx
+from segedge.registry import get_spec
+
+SIZE = (64, 128)
+SPEC = get_spec("unet")
+
+
+@pytest.fixture(scope="module")
+def fp32(tiny_checkpoint, tmp_path_factory):
+    """The tiny U-Net's simplified FP32 graph, plus calibration and evaluation inputs."""
+    config = ExportConfig(model="unet", checkpoint=tiny_checkpoint.path, input_size=SIZE, eval_images=4,
+                          store=tmp_path_factory.mktemp("store"), threads=2)
+    result = export_model(config)
+    calib, _ = SyntheticScenes("calib", 8, size=SIZE, seed=0).batch(0, 8)
+    val, _ = SyntheticScenes("val", 4, size=SIZE, seed=0).batch(0, 4)
+    return result.file("sim"), to_network_input(calib, SPEC.mean, SPEC.std), to_network_input(val, SPEC.mean, SPEC.std)
+
+
+@pytest.fixture(scope="module")
+def quantized(fp32, tmp_path_factory):
+    """One INT8 graph per scheme, all from one MinMax ranges cache (calibration runs once)."""
+    sim, calib, _ = fp32
+    out = tmp_path_factory.mktemp("int8")
+    ranges = out / "ranges.json"
+    infos = {}
+    for name in INT8_SCHEMES:
+        infos[name] = int8_from_onnx(sim, out / f"{name}.onnx", lambda: iter(calib[i : i + 1] for i in range(8)),
+                                     Int8Config(calib_images=8, scheme=name), available_images=8, ranges_cache=ranges)
+    return {name: (onnx.load(str(out / f"{name}.onnx")), info) for name, info in infos.items()}
+
+
+def _constants(model):
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+def _weight_dqs(model):
+    """(DequantizeLinear node, consumer op) for every weight feeding a Conv/ConvTranspose."""
+    produced = {out: n for n in model.graph.node for out in n.output}
+    pairs = []
+    for node in model.graph.node:
+        if node.op_type in ("Conv", "ConvTranspose"):
+            pairs.append((produced[node.input[1]], node))
+    return pairs
+
+
+def _activation_quantizers(model):
+    consts = _constants(model)
+    return [n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in consts]
+
+
+def _axis(node) -> int:
+    return next((a.i for a in node.attribute if a.name == "axis"), 1)
+
+
+def _bias_dqs(model):
+    consts = _constants(model)
+    return [n for n in model.graph.node if n.op_type == "DequantizeLinear" and consts.get(n.input[0]) is not None
+            and consts[n.input[0]].dtype == np.int32]
+
+
+@pytest.mark.parametrize("scheme", ["x86", "arm", "tensorrt"])
+def test_weights_are_s8_symmetric_per_output_channel(quantized, scheme):
+    model, info = quantized[scheme]
+    consts = _constants(model)
+    pairs = _weight_dqs(model)
+    assert len(pairs) == 23 and info["float_convs_left"] == 0  # 19 Conv + 4 ConvTranspose, all quantized
+    for dq, consumer in pairs:
+        weight, scale, zero = (consts[name] for name in dq.input)
+        assert weight.dtype == np.int8 and zero.dtype == np.int8 and not zero.any()
+        axis = {"Conv": 0, "ConvTranspose": 1}[consumer.op_type]  # the output-channel axis
+        assert _axis(dq) == axis
+        assert scale.shape == (weight.shape[axis],)
+
+
+def test_x86_activations_are_u8_asymmetric(quantized):
+    model, _ = quantized["x86"]
+    consts = _constants(model)
+    zeros = [consts[q.input[2]] for q in _activation_quantizers(model)]
+    assert zeros and {z.dtype for z in zeros} == {np.dtype(np.uint8)}
+    assert any(z != 0 for z in zeros)  # asymmetric: post-ReLU tensors sit at zero point 0, others do not
+    assert len(_bias_dqs(model)) == 23  # int32 biases onnxruntime folds into QLinearConv
+
+
+@pytest.mark.parametrize("scheme", ["arm", "tensorrt"])
+def test_signed_schemes_have_s8_activations_with_zero_point_0(quantized, scheme):
+    model, _ = quantized[scheme]
+    consts = _constants(model)
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
+            zero = consts[node.input[2]]
+            assert zero.dtype in (np.int8, np.int32) and not zero.any(), node.name
+    zeros = [consts[q.input[2]] for q in _activation_quantizers(model)]
+    assert zeros and {z.dtype for z in zeros} == {np.dtype(np.int8)}
+
+
+def test_tensorrt_keeps_biases_float_and_arm_quantizes_them(quantized):
+    """TensorRT's DequantizeLinear takes int8 only: an int32 bias DQ would not parse."""
+    (trt, trt_info), (arm, arm_info) = quantized["tensorrt"], quantized["arm"]
+    assert _bias_dqs(trt) == [] and len(_bias_dqs(arm)) == 23
+    assert arm_info["dequantize_nodes"] - trt_info["dequantize_nodes"] == 23
+    assert trt_info["quantize_nodes"] == arm_info["quantize_nodes"]
+    # asymmetric u8 lets onnxruntime drop the Q/DQ after each ReLU (folded into the conv's range): fewer pairs
+    assert quantized["x86"][1]["quantize_nodes"] < arm_info["quantize_nodes"]
+
+
+def test_tensorrt_scheme_passes_the_tensorrt_qdq_check_and_x86_does_not(quantized):
+    from segedge.check import check_onnx
+
+    assert not {c for c in check_onnx(quantized["tensorrt"][0], "desktop-gpu").codes("error") if c.startswith("qdq")}
+    assert "qdq-uint8" in check_onnx(quantized["x86"][0], "desktop-gpu").codes("error")
+
+
+@pytest.mark.parametrize("scheme", ["x86", "arm", "tensorrt"])
+def test_every_scheme_agrees_with_fp32(fp32, quantized, scheme):
+    import onnxruntime as ort
+
+    sim, _, val = fp32
+    model, _ = quantized[scheme]
+
+    def predict(proto):
+        session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        return np.concatenate([session.run(None, {"input": val[i : i + 1]})[0] for i in range(len(val))]).argmax(1)
+
+    agreement = (predict(model) == predict(onnx.load(str(sim)))).mean()
+    assert agreement >= 0.98, f"{scheme}: argmax agreement {agreement:.4f}"
+
+
+def test_one_layer_alone_or_all_but_some(fp32, tmp_path):
+    sim, calib, _ = fp32
+    config = Int8Config(calib_images=4, chunk=2)
+    with calibrated_graph(sim, lambda: iter(calib[i : i + 1] for i in range(4)), config, 8) as graph:
+        layers = graph.layers()
+        assert [layer.op_type for layer in layers].count("ConvTranspose") == 4
+        alone = graph.quantize(tmp_path / "one.onnx", only=[layers[0].name])
+        assert alone["float_convs_left"] == len(layers) - 1
+        most = graph.quantize(tmp_path / "most.onnx", exclude=[layers[0].name, layers[-1].name])
+        assert most["float_convs_left"] == 2
+        with pytest.raises(InputSizeError, match="no quantizable layer named node_nope in the prepared graph"):
+            graph.quantize(tmp_path / "bad.onnx", exclude=["node_nope"])
+
+
+def test_scheme_config_and_the_older_activation_setting():
+    assert Int8Config().scheme is X86
+    assert Int8Config(activation="s8").scheme is TENSORRT  # what profiles' int8_activation = "s8" meant
+    assert Int8Config(scheme="arm").scheme is ARM and Int8Config(scheme="arm").activation == "s8"
+    assert Int8Config(scheme=TENSORRT, activation="s8").scheme is TENSORRT
+    with pytest.raises(InputSizeError, match="activation type u8 contradicts INT8 scheme tensorrt"):
+        Int8Config(scheme="tensorrt", activation="u8")
+    with pytest.raises(InputSizeError, match="unknown INT8 scheme 'risc-v'; choose one of x86, arm, tensorrt"):
+        Int8Config(scheme="risc-v")
+    # MinMax ranges are scheme-independent (one cache serves all); histogram ranges are not
+    assert Int8Config(scheme="x86").ranges_key() == Int8Config(scheme="tensorrt").ranges_key()
+    assert Int8Config(scheme="x86", calib_method="entropy").ranges_key() != \
+        Int8Config(scheme="tensorrt", calib_method="entropy").ranges_key()
+    assert Int8Config(scheme="arm").as_dict()["scheme"] == {
+        "name": "arm", "activation": "s8", "activation_symmetric": True, "quantize_bias": True}

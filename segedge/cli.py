@@ -421,6 +421,20 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(summarize_budget(pick_under_budget(rows, args.budget_ms), args.budget_ms))
     if args.plot:
         _log(f"wrote {pareto_plot(rows, args.plot)}")
+    if args.overlays:
+        from segedge.report import overlay_png
+
+        written = set()
+        for row in rows:
+            artifact = Path(row["artifact"] or "")
+            if row["precision"] == "fp32" or row["status"] == "failed" or not (artifact.parent / "manifest.json").is_file():
+                continue
+            key = (str(artifact.parent), row["precision"])
+            if key in written:
+                continue
+            written.add(key)
+            target = Path(args.overlays) / f"{row['model']}-{row['precision']}-{artifact.parent.name}.png"
+            _log(f"wrote {overlay_png(artifact.parent, target, row['precision'])}")
     return 0
 
 
@@ -588,6 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("md", "csv", "json"), default="md")
     p.add_argument("--budget-ms", type=_positive_float, help="name the most accurate model × precision under this latency")
     p.add_argument("--plot", help="write the latency-vs-mIoU Pareto plot to this PNG")
+    p.add_argument("--overlays", help="write per model and precision image | FP32 | FP16/INT8 | disagreement PNGs into this folder")
     p.set_defaults(func=cmd_report)
     return parser
 

@@ -88,3 +88,15 @@ def test_cli_bench_rejects_unknown_precision(capsys):
 def test_cli_report_without_a_store_is_a_clear_error(capsys, tmp_path):
     assert main(["report", "--results", str(tmp_path / "none.sqlite")]) == 1
     assert "no results store" in capsys.readouterr().err
+
+
+def test_report_writes_plot_and_overlays(swept, tmp_path, capsys):
+    _, _, config, _, _ = swept
+    code = main(["report", "--results", str(config.store), "--plot", str(tmp_path / "p.png"),
+                 "--overlays", str(tmp_path / "overlays"), "--budget-ms", "10000"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "ship unet" in out
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    overlays = list((tmp_path / "overlays").glob("unet-int8-*.png"))
+    assert len(overlays) == 1 and overlays[0].read_bytes()[:4] == b"\x89PNG"

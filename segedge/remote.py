@@ -366,17 +366,15 @@ def _export_here(profile, model: str, precisions, size, eval_images: int, checkp
     The ExportConfig is the one ``run_sweep`` builds on the device, so there every stage is found intact and
     reused instead of exported again. Returns the checkpoint's path on the device.
     """
-    from segedge.pipeline import ExportConfig, export_model
-    from segedge.quantize import Int8Config
+    from segedge.pipeline import export_model
     from segedge.registry import get_spec
-    from segedge.sweep import STAGE_OF
+    from segedge.sweep import STAGE_OF, export_config_for
 
     spec = get_spec(model)
     remote_ckpt = shipment.add_content_addressed(checkpoint, "checkpoints") if checkpoint else None
     for precision in precisions:
-        config = ExportConfig(model=spec.name, checkpoint=checkpoint, input_size=size, fp16=precision == "fp16",
-                              int8=precision == "int8", int8_config=Int8Config(activation=profile.int8_activation),
-                              eval_images=eval_images, store=artifacts, threads=profile.threads or os.cpu_count() or 1)
+        config = export_config_for(profile, spec.name, precision, size, eval_images, artifacts, checkpoint,
+                                   profile.threads or os.cpu_count() or 1)
         try:
             result = export_model(config, log=lambda line: log(f"{model} {line}"), progress=progress)
         except SegedgeError as exc:

@@ -109,19 +109,26 @@ def _runner_for(profile: Profile, backend: str, artifact: Path, precision: str, 
     raise SegedgeError(f"backend {backend} is not supported by segedge bench")
 
 
-def _measure(profile: Profile, model: str, precision: str, config: BenchConfig, threads: int, providers, backend: str) -> dict:
-    spec = get_spec(model)
-    export = ExportConfig(
-        model=spec.name,
-        checkpoint=config.checkpoints.get(spec.name),
-        input_size=config.input_size,
+def export_config_for(profile: Profile, model: str, precision: str, input_size: tuple[int, int], eval_images: int,
+                      artifacts: Path, checkpoint: Path | None, threads: int) -> ExportConfig:
+    """The export a bench row measures; ``--remote`` builds the same one here so the device reuses it."""
+    return ExportConfig(
+        model=get_spec(model).name,
+        checkpoint=checkpoint,
+        input_size=input_size,
         fp16=precision == "fp16",
         int8=precision == "int8",
         int8_config=Int8Config(activation=profile.int8_activation),
-        eval_images=config.eval_images,
-        store=config.artifacts,
+        eval_images=eval_images,
+        store=artifacts,
         threads=threads,
     )
+
+
+def _measure(profile: Profile, model: str, precision: str, config: BenchConfig, threads: int, providers, backend: str) -> dict:
+    spec = get_spec(model)
+    export = export_config_for(profile, spec.name, precision, config.input_size, config.eval_images, config.artifacts,
+                               config.checkpoints.get(spec.name), threads)
     result = export_model(export)
     stage = result.manifest["stages"][STAGE_OF[precision]]
     artifact = result.file(STAGE_OF[precision])

@@ -70,8 +70,13 @@ def onnx_from_torch(
     input_size: tuple[int, int],
     dynamic: bool = False,
     opset: int = EXPORT_OPSET,
+    dynamic_batch: bool = False,
 ) -> OnnxExportInfo:
-    """Export ``module`` (eval mode, batch 1) to ``out_path``; nothing lands there unless every check passes."""
+    """Export ``module`` (eval mode) to ``out_path``; nothing lands there unless every check passes.
+
+    The batch is 1 unless ``dynamic_batch``: then N is symbolic and the graph is proven at batch 2 too (the
+    throughput rows of profiles with batch sizes > 1 need it).
+    """
     import onnx
     import torch
     from torch.export import Dim
@@ -84,7 +89,8 @@ def onnx_from_torch(
     module = module.eval()
     height, width = input_size
     example = torch.zeros(1, 3, height, width)
-    dynamic_shapes = ({2: Dim.AUTO, 3: Dim.AUTO},) if dynamic else None
+    axes = {**({0: Dim.AUTO} if dynamic_batch else {}), **({2: Dim.AUTO, 3: Dim.AUTO} if dynamic else {})}
+    dynamic_shapes = (axes,) if axes else None
 
     started = time.perf_counter()
     with quiet_exporter():
@@ -100,8 +106,11 @@ def onnx_from_torch(
             verbose=False,
         )
     proto = program.model_proto
-    if dynamic:
+    if dynamic or dynamic_batch:
         _name_dynamic_dims(proto)
+    if dynamic_batch and proto.graph.input[0].type.tensor_type.shape.dim[0].HasField("dim_value"):
+        raise ArtifactError(f"{spec.name} exported with its batch fixed to 1 although a dynamic batch was asked")
+    if dynamic:
         baked = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim[2:] if d.HasField("dim_value")]
         if baked:
             # torch.onnx.export silently applies torch.export's suggested fix when model code turns H/W into
@@ -125,6 +134,8 @@ def onnx_from_torch(
         _check_runs(tmp, module, input_size, spec)
         if second is not None:
             _check_runs(tmp, module, second, spec)
+        if dynamic_batch:
+            _check_runs(tmp, module, input_size, spec, batch=2)
     return OnnxExportInfo(
         path=out_path,
         opset=written_opset,
@@ -141,7 +152,7 @@ def _name_dynamic_dims(proto) -> None:
     names = {}
     for value in list(proto.graph.input) + list(proto.graph.output):
         dims = value.type.tensor_type.shape.dim
-        for index, label in ((2, "height"), (3, "width")):
+        for index, label in ((0, "batch"), (2, "height"), (3, "width")):
             if len(dims) > index and dims[index].dim_param:
                 names.setdefault(dims[index].dim_param, label)
     for value in list(proto.graph.input) + list(proto.graph.output) + list(proto.graph.value_info):
@@ -154,14 +165,14 @@ def _shape_of(value_info) -> tuple[int | str, ...]:
     return tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in value_info.type.tensor_type.shape.dim)
 
 
-def _check_runs(path: Path, module, size: tuple[int, int], spec: ModelSpec) -> None:
-    """Run the file in onnxruntime at ``size``: output must be 1×C×H×W and match torch's argmax."""
+def _check_runs(path: Path, module, size: tuple[int, int], spec: ModelSpec, batch: int = 1) -> None:
+    """Run the file in onnxruntime at ``size``: output must be N×C×H×W and match torch."""
     import torch
 
     from segedge.runners.onnxrt import OnnxRuntimeRunner
 
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((1, 3, *size), dtype=np.float32)
+    x = rng.standard_normal((batch, 3, *size), dtype=np.float32)
     with OnnxRuntimeRunner(path) as runner:
         got = runner.infer(x)
     with torch.inference_mode():

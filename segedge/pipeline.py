@@ -40,6 +40,7 @@ class ExportConfig:
     width: float = 1.0
     input_size: tuple[int, int] | None = None  # None: the model's default
     dynamic: bool = False
+    dynamic_batch: bool = False  # symbolic N, for throughput at batch sizes > 1
     fp16: bool = False
     int8: bool = False
     int8_config: Int8Config = field(default_factory=Int8Config)
@@ -202,6 +203,7 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
         "weights": source.weights_id,
         "input_size": list(size),
         "dynamic": config.dynamic,
+        **({"dynamic_batch": True} if config.dynamic_batch else {}),
         "opset": EXPORT_OPSET if source.onnx is None else "given",
         "normalization": {"mean": list(spec.mean), "std": list(spec.std)},
         "eval": {"data": config.data, "split": "val", "images": eval_count, "seed": config.seed},
@@ -265,7 +267,8 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
     def onnx_stage(candidate: Path) -> dict:
         if source.onnx is not None:
             return copy_checked_onnx(source.onnx, candidate)
-        info = onnx_from_torch(source.module, spec, candidate, size, dynamic=config.dynamic)
+        info = onnx_from_torch(source.module, spec, candidate, size, dynamic=config.dynamic,
+                               dynamic_batch=config.dynamic_batch)
         return {"opset": info.opset, "input_shape": list(info.input_shape), "output_shape": list(info.output_shape),
                 "dynamic_checked_at": list(info.second_size) if info.second_size else None}
 

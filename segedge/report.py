@@ -26,7 +26,8 @@ TABLE_COLUMNS = (
 
 
 def _runnable(row: dict) -> bool:
-    return row["status"] != "failed" and row.get("median_ms") is not None
+    """A row that ran at batch 1: the latency a deployment decision compares (batch rows report throughput)."""
+    return row["status"] != "failed" and row.get("median_ms") is not None and row.get("batch", 1) == 1
 
 
 def mark_pareto(rows: list[dict]) -> list[dict]:
@@ -66,7 +67,7 @@ def _cells(row: dict) -> dict[str, str]:
     fmt = lambda v, spec: "" if v is None else format(v, spec)  # noqa: E731
     return {
         "profile": row["profile"], "model": row["model"], "precision": row["precision"],
-        "size": f"{row['height']}x{row['width']}",
+        "size": f"{row['height']}x{row['width']}" + (f" ×{row['batch']}" if row.get("batch", 1) > 1 else ""),
         "median_ms": fmt(row.get("median_ms"), ".1f"), "p90_ms": fmt(row.get("p90_ms"), ".1f"),
         "fps": fmt(row.get("fps"), ".2f"),
         "miou": fmt(None if row.get("miou") is None else 100 * row["miou"], ".2f"),

@@ -58,21 +58,22 @@ def run_sweep(
     threads = profile.threads or os.cpu_count() or 1
     for name in config.models:
         get_spec(name).check_input_size(*config.input_size)  # refuse bad input before any work
-    jobs = [(m, p) for m in config.models for p in config.precisions]
+    batches = tuple(sorted(set(profile.batch_sizes) | {1}))
+    jobs = [(m, p, b) for m in config.models for p in config.precisions for b in batches]
     rows = []
     with ResultsStore(config.store) as store:
         bar = tqdm(jobs, desc=f"bench {profile.name}", unit="row", disable=not progress)
-        for model, precision in bar:
+        for model, precision, batch in bar:
             bar.set_postfix_str(f"{model} {precision}")
             key = dict(machine_id=machine.machine_id, profile=profile.name, model=get_spec(model).name,
-                       precision=precision, height=config.input_size[0], width=config.input_size[1], batch=1)
+                       precision=precision, height=config.input_size[0], width=config.input_size[1], batch=batch)
             if not config.force and store.has_finished(**key):
-                log(f"{model} {precision}: already measured on this machine (resumed; --force to redo)")
+                log(f"{model} {precision} batch {batch}: already measured on this machine (resumed; --force to redo)")
                 continue
             row = {**key, "machine": machine.fingerprint(), "backend": backend, "threads": threads,
                    "tolerance": profile.tolerance[precision], "eval_images": config.eval_images}
             try:
-                row.update(_measure(profile, model, precision, config, threads, providers, backend))
+                row.update(_measure(profile, model, precision, config, threads, providers, backend, batch))
                 row["status"] = "ok" if row["miou_drop"] <= profile.tolerance[precision] else "drop"
             except KeyboardInterrupt:
                 raise
@@ -86,7 +87,8 @@ def run_sweep(
     return rows
 
 
-def _runner_for(profile: Profile, backend: str, artifact: Path, precision: str, result, threads: int, providers):
+def _runner_for(profile: Profile, backend: str, artifact: Path, precision: str, result, threads: int, providers,
+                input_size: tuple[int, int] = (0, 0)):
     """The runner for this backend; TensorRT engines are built (or reused) from the same ONNX artifact."""
     if backend in ("onnxruntime", "onnxruntime-cuda"):
         return OnnxRuntimeRunner(artifact, threads=threads, providers=providers)
@@ -94,8 +96,13 @@ def _runner_for(profile: Profile, backend: str, artifact: Path, precision: str, 
         from segedge.engine import EngineSettings, engine_from_onnx
         from segedge.runners.tensorrt import TensorRTRunner
 
+        shapes = {}
+        if max(profile.batch_sizes) > 1:  # a batch-dynamic ONNX: one optimization profile over the batch sizes
+            h, w = input_size
+            top = max(profile.batch_sizes)
+            shapes = dict(min_shape=(1, 3, h, w), opt_shape=(top, 3, h, w), max_shape=(top, 3, h, w))
         settings = EngineSettings(workspace_mb=profile.tensorrt.workspace_mb, dla_core=profile.tensorrt.dla_core,
-                                  builder_optimization_level=profile.tensorrt.builder_optimization_level)
+                                  builder_optimization_level=profile.tensorrt.builder_optimization_level, **shapes)
         engine = engine_from_onnx(artifact, settings, timing_cache=artifact.parent / "timing.cache")
         return TensorRTRunner(engine, cuda_graph=True)
     if backend == "torch-cuda":
@@ -111,8 +118,12 @@ def _runner_for(profile: Profile, backend: str, artifact: Path, precision: str, 
 
 def export_config_for(profile: Profile, model: str, precision: str, input_size: tuple[int, int], eval_images: int,
                       artifacts: Path, checkpoint: Path | None, threads: int) -> ExportConfig:
-    """The export a bench row measures; ``--remote`` builds the same one here so the device reuses it."""
+    """The export a bench row measures; ``--remote`` builds the same one here so the device reuses it.
+
+    Profiles with batch sizes above 1 get a batch-dynamic graph, so every batch size times one artifact.
+    """
     return ExportConfig(
+        dynamic_batch=max(profile.batch_sizes) > 1,
         model=get_spec(model).name,
         checkpoint=checkpoint,
         input_size=input_size,
@@ -125,7 +136,8 @@ def export_config_for(profile: Profile, model: str, precision: str, input_size: 
     )
 
 
-def _measure(profile: Profile, model: str, precision: str, config: BenchConfig, threads: int, providers, backend: str) -> dict:
+def _measure(profile: Profile, model: str, precision: str, config: BenchConfig, threads: int, providers, backend: str,
+             batch_size: int = 1) -> dict:
     spec = get_spec(model)
     export = export_config_for(profile, spec.name, precision, config.input_size, config.eval_images, config.artifacts,
                                config.checkpoints.get(spec.name), threads)
@@ -133,21 +145,22 @@ def _measure(profile: Profile, model: str, precision: str, config: BenchConfig, 
     stage = result.manifest["stages"][STAGE_OF[precision]]
     artifact = result.file(STAGE_OF[precision])
 
-    image, _ = SyntheticScenes("val", 1, size=config.input_size).batch(0, 1)
-    batch = to_network_input(image, spec.mean, spec.std)
+    images, _ = SyntheticScenes("val", batch_size, size=config.input_size).batch(0, batch_size)
+    image = images[:1]
+    batch = to_network_input(images, spec.mean, spec.std)
     runs = dict(warmup=1, min_runs=3, min_seconds=0.0) if config.quick else dict(
         warmup=profile.warmup_runs, min_runs=profile.min_runs, min_seconds=profile.min_seconds)
-    runner = _runner_for(profile, backend, artifact, precision, result, threads, providers)
+    runner = _runner_for(profile, backend, artifact, precision, result, threads, providers, config.input_size)
     with runner:
         with PeakMemory() as memory:
             latency = measure_latency(runner, batch, **runs)
         logits = runner.infer(batch)
     pre = median_ms(lambda: to_network_input(image, spec.mean, spec.std))
-    post = median_ms(lambda: np.argmax(logits, axis=1).astype(np.uint8))
+    post = median_ms(lambda: np.argmax(logits[:1], axis=1).astype(np.uint8))  # per image, as pre is
     parity = stage["parity"]
     return {
         "median_ms": latency.median_ms, "p90_ms": latency.p90_ms, "p99_ms": latency.p99_ms, "min_ms": latency.min_ms,
-        "runs": latency.runs, "fps": latency.fps, "throughput": latency.fps, "pre_ms": pre, "post_ms": post,
+        "runs": latency.runs, "fps": batch_size * latency.fps, "throughput": batch_size * latency.fps, "pre_ms": pre, "post_ms": post,
         "peak_rss_mb": memory.peak_mb, "miou": parity["miou"], "reference_miou": parity["reference_miou"],
         "miou_drop": parity["miou_drop_points"], "argmax_agreement": parity["argmax_agreement"],
         "artifact": str(artifact), "artifact_sha256": stage["sha256"],

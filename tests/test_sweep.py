@@ -100,3 +100,23 @@ def test_report_writes_plot_and_overlays(swept, tmp_path, capsys):
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     overlays = list((tmp_path / "overlays").glob("unet-int8-*.png"))
     assert len(overlays) == 1 and overlays[0].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_profiles_with_batch_sizes_get_throughput_rows(tiny_checkpoint, tmp_path):
+    text = PROFILE.replace('precisions = ["fp32", "int8"]', 'precisions = ["fp32"]')
+    (tmp_path / "p.toml").write_text(text.replace("threads = 1", "threads = 1\nbatch_sizes = [1, 2]"))
+    profile = load_profile_file(tmp_path / "p.toml")
+    config = BenchConfig(models=("unet",), precisions=profile.precisions, input_size=profile.input_size,
+                         store=tmp_path / "r.sqlite", artifacts=tmp_path / "export", eval_images=2,
+                         checkpoints={"unet": tiny_checkpoint.path})
+    rows = run_sweep(profile, "onnxruntime", detect_machine(), config)
+    by_batch = {r["batch"]: r for r in rows}
+    assert set(by_batch) == {1, 2} and all(r["status"] == "ok" for r in rows)
+    two = by_batch[2]
+    assert two["throughput"] == pytest.approx(2 * 1000 / two["median_ms"])
+    manifest_dirs = {r["artifact"].rsplit("/", 1)[0] for r in rows}
+    assert len(manifest_dirs) == 1  # one batch-dynamic artifact serves both batch sizes
+    import onnx
+
+    dims = onnx.load(rows[0]["artifact"]).graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch"

@@ -352,6 +352,14 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
+def _paired(layout: str, image: Path, mask: Path, root: Path) -> Sample:
+    """The sample, or the error naming the mask an image lacks (every layout says it the same way)."""
+    if not mask.is_file():
+        prefix = f"{layout} image" if layout else "image"
+        raise DatasetError(f"{prefix} {_relative(image, root)} has no mask: missing {_relative(mask, root)}")
+    return Sample(image, mask)
+
+
 def _require_dirs(root: Path, layout: str, names: list[str], expected: str) -> None:
     for name in names:
         if not (root / name).is_dir():
@@ -463,12 +471,7 @@ class PascalVOC(SegmentationFiles):
                     f"Pascal VOC id {image_id} {where} has no image: missing "
                     f"{_relative(image, self.root)}"
                 )
-            if not mask.is_file():
-                raise DatasetError(
-                    f"Pascal VOC image {_relative(image, self.root)} has no mask: missing "
-                    f"{_relative(mask, self.root)}"
-                )
-            samples.append(Sample(image, mask))
+            samples.append(_paired("Pascal VOC", image, mask, self.root))
         return samples
 
     def _empty_hint(self) -> str:
@@ -513,12 +516,7 @@ class ADE20K(SegmentationFiles):
         samples = []
         for image in sorted((root / "images" / folder).glob("*.jpg")):
             mask = root / "annotations" / folder / f"{image.stem}.png"
-            if not mask.is_file():
-                raise DatasetError(
-                    f"ADE20K image {_relative(image, self.root)} has no mask: missing "
-                    f"{_relative(mask, self.root)}"
-                )
-            samples.append(Sample(image, mask))
+            samples.append(_paired("ADE20K", image, mask, self.root))
         return samples
 
     def _empty_hint(self) -> str:
@@ -547,12 +545,7 @@ class CamVid(SegmentationFiles):
             if image.suffix.lower() not in _IMAGE_SUFFIXES or not image.is_file():
                 continue
             mask = self.root / f"{split}annot" / f"{image.stem}.png"
-            if not mask.is_file():
-                raise DatasetError(
-                    f"CamVid image {_relative(image, self.root)} has no mask: missing "
-                    f"{_relative(mask, self.root)}"
-                )
-            samples.append(Sample(image, mask))
+            samples.append(_paired("CamVid", image, mask, self.root))
         return samples
 
     def _empty_hint(self) -> str:
@@ -612,12 +605,7 @@ class SegmentationFolder(SegmentationFiles):
         samples = []
         for stem in stems:
             mask = root / "masks" / f"{stem}.png"
-            if not mask.is_file():
-                raise DatasetError(
-                    f"image {_relative(images[stem], root)} has no mask: missing "
-                    f"{_relative(mask, root)}"
-                )
-            samples.append(Sample(images[stem], mask))
+            samples.append(_paired("", images[stem], mask, root))
         return samples
 
     def _split_stems(self, images: dict[str, Path]) -> list[str]:

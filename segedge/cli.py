@@ -310,7 +310,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if rows:
         print(render(rows, "md"), end="")
     print(f"results in {config.store}")
+    _bench_figures(config.store, profile.name, machine.machine_id)
     return 0 if all(r["status"] != "failed" for r in rows) else 1
+
+
+def _bench_figures(store_path: Path, profile: str, machine_id: str) -> None:
+    """The Pareto plot and overlays of everything this machine measured on the profile (resumed rows too)."""
+    from segedge.report import pareto_plot, write_overlays
+    from segedge.results import ResultsStore
+
+    with ResultsStore(store_path) as store:
+        rows = [r for r in store.latest_rows() if r["profile"] == profile and r["machine_id"] == machine_id]
+    if not any(r["status"] != "failed" for r in rows):
+        return
+    folder = store_path.parent
+    print(f"Pareto plot {pareto_plot(rows, folder / f'pareto-{profile}.png')}")
+    for path in write_overlays(rows, folder / "overlays"):
+        print(f"overlay {path}")
 
 
 def _list(text: str | None) -> tuple[str, ...] | None:
@@ -422,19 +438,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.plot:
         _log(f"wrote {pareto_plot(rows, args.plot)}")
     if args.overlays:
-        from segedge.report import overlay_png
+        from segedge.report import write_overlays
 
-        written = set()
-        for row in rows:
-            artifact = Path(row["artifact"] or "")
-            if row["precision"] == "fp32" or row["status"] == "failed" or not (artifact.parent / "manifest.json").is_file():
-                continue
-            key = (str(artifact.parent), row["precision"])
-            if key in written:
-                continue
-            written.add(key)
-            target = Path(args.overlays) / f"{row['model']}-{row['precision']}-{artifact.parent.name}.png"
-            _log(f"wrote {overlay_png(artifact.parent, target, row['precision'])}")
+        for path in write_overlays(rows, args.overlays):
+            _log(f"wrote {path}")
     return 0
 
 

@@ -108,7 +108,7 @@ def pareto_plot(rows: list[dict], path: str | Path) -> Path:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise SegedgeError("plots need matplotlib: pip install 'segedge[report]'") from None
+        raise SegedgeError("plots need matplotlib (a segedge dependency): pip install matplotlib") from None
     from segedge.artifacts import atomic_path
 
     rows = mark_pareto([r for r in rows if _runnable(r)])
@@ -175,6 +175,20 @@ def overlay_png(manifest_dir: str | Path, path: str | Path, precision: str = "in
         fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def write_overlays(rows: list[dict], folder: str | Path) -> list[Path]:
+    """One overlay PNG per artifact directory and reduced precision among ``rows``."""
+    written: dict[tuple[str, str], Path] = {}
+    for row in rows:
+        artifact = Path(row.get("artifact") or "")
+        if row["precision"] == "fp32" or row["status"] == "failed" or not (artifact.parent / "manifest.json").is_file():
+            continue
+        key = (str(artifact.parent), row["precision"])
+        if key not in written:
+            target = Path(folder) / f"{row['model']}-{row['precision']}-{artifact.parent.name}.png"
+            written[key] = overlay_png(artifact.parent, target, row["precision"])
+    return list(written.values())
 
 
 def summarize_budget(picks: dict[str, Any], budget_ms: float) -> str:

@@ -120,3 +120,15 @@ def test_profiles_with_batch_sizes_get_throughput_rows(tiny_checkpoint, tmp_path
 
     dims = onnx.load(rows[0]["artifact"]).graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param == "batch"
+
+
+def test_cli_bench_writes_the_pareto_plot_and_overlays(tiny_checkpoint, tmp_path, capsys):
+    (tmp_path / "p.toml").write_text(PROFILE)
+    code = main(["bench", "--profile", str(tmp_path / "p.toml"), "--models", "unet", "--checkpoint",
+                 f"unet={tiny_checkpoint.path}", "--results", str(tmp_path / "r.sqlite"), "--out", str(tmp_path / "export"),
+                 "--eval-images", "2", "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert (tmp_path / "pareto-cpu-tiny.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(list((tmp_path / "overlays").glob("unet-int8-*.png"))) == 1
+    assert "| cpu-tiny | unet | int8 |" in out

@@ -10,9 +10,14 @@ on held-out synthetic images). Writes the table as JSON and Markdown under bench
 
 from __future__ import annotations
 
+import os
+
+# torch's OpenMP threads spin after each eager call and steal the cores from the session timed next: make them
+# sleep instead (must be set before torch loads); segedge's onnxruntime runner already turns spinning off
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import json
-import os
 import platform
 import sys
 from pathlib import Path

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from segedge.bench import interleaved_latencies
+from segedge.hardware import cpu_model
 from segedge.cli import _size
 from segedge.data.synthetic import SyntheticScenes
 from segedge.data.transforms import to_network_input
@@ -34,14 +35,6 @@ from segedge.registry import get_spec
 from segedge.runners import OnnxRuntimeRunner, TorchRunner
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> int:

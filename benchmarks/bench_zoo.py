@@ -21,6 +21,7 @@ import traceback
 from pathlib import Path
 
 from segedge.bench import interleaved_latencies
+from segedge.hardware import cpu_model
 from segedge.compare import GATES, ParityGate
 from segedge.data.synthetic import SyntheticScenes
 from segedge.data.transforms import to_network_input
@@ -33,11 +34,6 @@ from segedge.train import TrainConfig, trained_checkpoint
 SIZE = (512, 1024)
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def measure(name: str, args) -> dict:

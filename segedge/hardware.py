@@ -53,7 +53,8 @@ class Machine:
         return f"{self.arch} {self.cpu} ({self.cores} cores), {gpu}"
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (figures are stored and printed with it)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.lower().startswith(("model name", "hardware")):
@@ -125,7 +126,7 @@ def detect_machine() -> Machine:
     versions["python"] = platform.python_version()
     return Machine(
         arch=platform.machine(),
-        cpu=_cpu_model(),
+        cpu=cpu_model(),
         cores=os.cpu_count() or 1,
         os=platform.platform(),
         gpus=gpus,

@@ -130,10 +130,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         files = {"checkpoint": args.checkpoint, "onnx": args.onnx, "classes": args.classes}
         argv = ["export", *_argv_from(args, EXPORT_FLAGS, files={k: v for k, v in files.items() if v})]
         return _passthrough(args, argv, {f"\0{k}": Path(v) for k, v in files.items() if v})
-    int8_only = (args.calib_images, args.calib_method, args.activation, args.int8_scheme, args.max_drop, args.max_search_steps)
+    int8_only = (args.calib_images, args.calib_method, args.calib_select, args.activation, args.int8_scheme,
+                 args.max_drop, args.max_search_steps, args.equalize)
     if not args.int8 and any(v is not None for v in int8_only):
-        raise SegedgeError("--calib-images, --calib-method, --activation, --int8-scheme, --max-drop and "
-                           "--max-search-steps only apply with --int8")
+        raise SegedgeError("--calib-images, --calib-method, --calib-select, --activation, --int8-scheme, --max-drop, "
+                           "--max-search-steps and --equalize only apply with --int8")
     if args.checkpoint is not None and args.untrained:
         raise SegedgeError("--checkpoint and --untrained exclude each other")
     if (args.model is None) == (args.onnx is None):
@@ -141,6 +142,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     int8 = Int8Config(
         calib_images=args.calib_images or Int8Config.calib_images,
         calib_method=args.calib_method or Int8Config.calib_method,
+        calib_select=args.calib_select or Int8Config.calib_select,
+        equalize=bool(args.equalize),
         activation=args.activation or Int8Config.activation,
         scheme=args.int8_scheme,
         max_drop=args.max_drop,
@@ -352,7 +355,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 EXPORT_FLAGS = {
     "model": "value", "data": "value", "mean": "triple", "std": "triple", "num_classes": "value",
     "untrained": "flag", "width": "value", "input_size": "size", "dynamic": "flag", "fp16": "flag", "int8": "flag",
-    "calib_images": "value", "calib_method": "value", "activation": "value", "eval_images": "value",
+    "calib_images": "value", "calib_method": "value", "calib_select": "value", "activation": "value",
+    "int8_scheme": "value", "max_drop": "value", "max_search_steps": "value", "equalize": "flag", "eval_images": "value",
     "threads": "value", "json": "flag", "quiet": "flag",
 }
 
@@ -506,6 +510,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true", help="also write a static Q/DQ INT8 graph")
     p.add_argument("--calib-images", type=_positive_int, help="calibration images (default 32)")
     p.add_argument("--calib-method", choices=("minmax", "entropy", "percentile"), help="default minmax")
+    p.add_argument("--calib-select", choices=("first", "balanced"),
+                   help="which calibration images: the split's first N (default) or a class-balanced pick favouring rare classes")
+    p.add_argument("--equalize", action="store_const", const=True, default=None,
+                   help="cross-layer equalization before calibration (depthwise-heavy nets: MobileNet, ENet)")
     p.add_argument("--activation", choices=("u8", "s8"), help="INT8 activation type: u8 for x86 onnxruntime (default), s8 symmetric for TensorRT")
     p.add_argument("--int8-scheme", choices=("x86", "arm", "tensorrt"), help="INT8 scheme of the target (default x86; arm: s8 symmetric; tensorrt: s8 symmetric, zero points 0, float biases)")
     p.add_argument("--max-drop", type=float, help="mIoU budget in points: keep the most sensitive layers in float until the INT8 drop meets it")

@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from segedge.artifacts import DEFAULT_STORE, ArtifactDir, sha256_file, tool_versions
 from segedge.checkpoint import Checkpoint, load_checkpoint
@@ -22,7 +22,7 @@ from segedge.data.synthetic import CLASS_NAMES, SyntheticScenes
 from segedge.data.transforms import to_network_input
 from segedge.errors import CalibrationError, InputSizeError, SegedgeError
 from segedge.export import EXPORT_OPSET, onnx_from_torch
-from segedge.quantize import Int8Config, calibrated_graph, fp16_from_onnx, qdq_counts
+from segedge.quantize import Int8Config, calibrated_graph, calibration_indices, fp16_from_onnx, qdq_counts
 from segedge.registry import get_spec
 from segedge.runners.onnxrt import OnnxRuntimeRunner
 from segedge.simplify import simplified_onnx
@@ -152,6 +152,18 @@ class CalibrationSetup:
     calib_set: object
     ranges_cache: Path
     threads: int
+
+
+def calibration_feed(calib_set, spec, icfg: Int8Config) -> tuple[Callable[[], Iterator[np.ndarray]], dict]:
+    """(generator of network inputs for ``calibrated_graph``, selection summary for the manifest)."""
+    indices, summary = calibration_indices(calib_set, icfg)
+
+    def inputs():
+        for i in indices:
+            image, _ = calib_set[i]
+            yield to_network_input(image, spec.mean, spec.std)
+
+    return inputs, summary
 
 
 def calibration_setup(config: ExportConfig, exported: "ExportResult", log: Log = lambda _: None) -> CalibrationSetup:
@@ -286,25 +298,24 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
         icfg = config.int8_config
         ranges = ranges_cache_path(art.path, icfg, sim_sha)
 
-        def calibration_inputs():
-            for i in range(icfg.calib_images):
-                image, _ = calib_set[i]
-                yield to_network_input(image, spec.mean, spec.std)
-
         def int8_stage(candidate: Path) -> dict:
             from tqdm import tqdm
 
             started = time.perf_counter()
+            calibration_inputs, selection = calibration_feed(calib_set, spec, icfg)
             with tqdm(total=icfg.calib_images, desc="calibrate", unit="img", disable=not progress) as bar:
                 with calibrated_graph(sim_path, calibration_inputs, icfg, available_images=len(calib_set),
                                       ranges_cache=ranges, progress=lambda n: bar.update(n - bar.n)) as graph:
                     bar.close()
                     info = graph.quantize(candidate)
+                    if graph.equalization is not None:
+                        info["equalization"] = graph.equalization
                     if icfg.max_drop is not None:
                         info.update(mixed_precision(graph, candidate, art.file(STAGE_FILES["onnx"])))
             split = "calib" if config.data == "synthetic" else "train"
             return {"seconds": round(time.perf_counter() - started, 2), **info,
-                    "calibration": {"data": config.data, "split": split, "ranges_cache": ranges.name, **icfg.as_dict()}}
+                    "calibration": {"data": config.data, "split": split, "ranges_cache": ranges.name, **icfg.as_dict(),
+                                    "selection": selection}}
 
         def mixed_precision(graph, candidate: Path, onnx_path: Path) -> dict:
             import onnx

@@ -30,6 +30,8 @@ from segedge.artifacts import atomic_path
 from segedge.errors import CalibrationError, InputSizeError
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
+CALIB_SELECTIONS = ("first", "balanced")  # which images of the calibration split calibrate (calibration_indices)
+BALANCED_POOL = 4  # balanced selection picks calib_images out of this many times as many candidates
 ACTIVATION_TYPES = ("u8", "s8")
 QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")  # the layers sensitivity and mixed precision act on
 
@@ -96,6 +98,11 @@ class Int8Config:
     # construction it always holds the scheme's activation type
     activation: str | None = None
     per_channel: bool = True
+    # first: the split's first calib_images; balanced: greedy pick favouring rare classes (calibration_indices)
+    calib_select: str = "first"
+    # cross-layer equalization of the prepared graph before calibration (segedge.equalize): function-preserving
+    # rescaling of conv pairs so per-channel weight ranges even out (depthwise-heavy nets)
+    equalize: bool = False
     chunk: int = 4  # images per calibration pass: bounds the calibrator's memory
     # automatic mixed precision: keep the most sensitive layers float until the mIoU drop (points) on the
     # evaluation images is at most max_drop; None: no search. max_search_steps bounds the candidates tried.
@@ -123,6 +130,8 @@ class Int8Config:
             raise InputSizeError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, got {self.calib_method!r}")
         if self.calib_images < 1:
             raise InputSizeError(f"--calib-images must be >= 1, got {self.calib_images}")
+        if self.calib_select not in CALIB_SELECTIONS:
+            raise InputSizeError(f"--calib-select must be one of {', '.join(CALIB_SELECTIONS)}, got {self.calib_select!r}")
         if self.chunk < 1:
             raise InputSizeError(f"calibration chunk must be >= 1, got {self.chunk}")
         if self.max_search_steps < 1:
@@ -140,10 +149,57 @@ class Int8Config:
 
     def ranges_key(self) -> str:
         """What the calibration ranges depend on (besides the graph and the calibration images)."""
-        return f"{self.calib_method}.{'sym' if self.symmetric_calibration else 'any'}.{self.calib_images}"
+        key = f"{self.calib_method}.{'sym' if self.symmetric_calibration else 'any'}.{self.calib_images}"
+        if self.calib_select != "first":
+            key = f"{key}.{self.calib_select}"
+        return f"{key}.cle" if self.equalize else key
 
     def as_dict(self) -> dict:
         return {**asdict(self), "scheme": self.scheme.as_dict()}
+
+
+def calibration_indices(dataset, config: Int8Config, ignore_index: int = 255) -> tuple[list[int], dict]:
+    """Which images of ``dataset`` (items ``(image, mask)``) calibrate, and a summary for the manifest.
+
+    ``first`` takes the first ``calib_images``. ``balanced`` looks at the masks of the first
+    ``BALANCED_POOL`` × ``calib_images`` images and greedily adds the image whose pixels fall most on the
+    classes least covered so far (each class weighs 1 / (1 + its pixel share summed over the images already
+    chosen)): activation ranges then see rare classes (poles, signs, riders) that a handful of road-dominated
+    frames would miss. The summary gives the pixel share of the rarest present class either way.
+    """
+    count = config.calib_images
+    if count > len(dataset):
+        raise CalibrationError(
+            f"calibration set has {len(dataset)} images but {count} were asked for; lower --calib-images to at "
+            f"most {len(dataset)}"
+        )
+    if config.calib_select == "first":
+        return list(range(count)), {"select": "first"}
+    pool = min(len(dataset), BALANCED_POOL * count)
+    num_classes = int(getattr(dataset, "num_classes", 0) or len(dataset.class_names))
+    shares = np.zeros((pool, num_classes))
+    for i in range(pool):
+        _, mask = dataset[i]
+        labels = mask[mask != ignore_index].ravel()
+        counts = np.bincount(labels[labels < num_classes], minlength=num_classes)[:num_classes]
+        shares[i] = counts / max(1, counts.sum())
+    chosen: list[int] = []
+    covered = np.zeros(num_classes)
+    available = np.ones(pool, dtype=bool)
+    for _ in range(count):
+        score = np.where(available, shares @ (1.0 / (1.0 + covered)), -np.inf)
+        best = int(np.argmax(score))
+        chosen.append(best)
+        available[best] = False
+        covered += shares[best]
+
+    def rarest(indices) -> float:
+        total = shares[indices].sum(0)
+        present = total[total > 0]
+        return round(float(present.min() / total.sum()), 5) if present.size else 0.0
+
+    return sorted(chosen), {"select": "balanced", "pool": pool, "rarest_class_share": rarest(chosen),
+                            "rarest_class_share_first": rarest(list(range(count)))}
 
 
 def fp16_from_onnx(src: str | Path, dst: str | Path) -> dict:
@@ -206,11 +262,13 @@ class CalibratedGraph:
     ``quantize(only=..., exclude=...)`` and a manifest's list of float layers refer to.
     """
 
-    def __init__(self, prepared: Path, ranges: Path, config: Int8Config, input_name: str) -> None:
+    def __init__(self, prepared: Path, ranges: Path, config: Int8Config, input_name: str,
+                 equalization: dict | None = None) -> None:
         self.prepared = prepared
         self.ranges = ranges
         self.config = config
         self.input_name = input_name
+        self.equalization = equalization  # segedge.equalize's report when config.equalize
 
     def layers(self) -> list[Layer]:
         """Conv/ConvTranspose/MatMul/Gemm nodes in graph order."""
@@ -296,6 +354,11 @@ def calibrated_graph(
         prepared = Path(work) / "prepared.onnx"
         # shape inference + onnxruntime's graph fusions so Q/DQ land where kernels fuse (conv+relu, ...)
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        equalization = None
+        if config.equalize:
+            from segedge.equalize import equalize_file
+
+            equalization = equalize_file(prepared, prepared)
         if input_name is None:  # the graph's own image input (a bring-your-own ONNX names it as it likes)
             graph = onnx.load(str(prepared), load_external_data=False).graph
             weights = {t.name for t in graph.initializer}
@@ -333,7 +396,7 @@ def calibrated_graph(
             del calibrator
             with atomic_path(ranges_path) as tmp:
                 save_tensors_data(ranges, tmp)
-        yield CalibratedGraph(prepared, ranges_path, config, input_name)
+        yield CalibratedGraph(prepared, ranges_path, config, input_name, equalization)
 
 
 def int8_from_onnx(

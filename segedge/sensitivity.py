@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from segedge.compare import ParityReport, Reference, compare_to_reference
-from segedge.quantize import CALIB_METHODS, INT8_SCHEMES, CalibratedGraph
+from segedge.quantize import CALIB_METHODS, CALIB_SELECTIONS, INT8_SCHEMES, CalibratedGraph
 
 Log = Callable[[str], None]
 
@@ -327,8 +327,7 @@ def model_sensitivity(config, block_depth: int | None = None, log: Log = lambda 
     ONNX, calibrates with ``config.int8_config`` (reusing the export's ranges cache), ranks every layer."""
     from dataclasses import replace
 
-    from segedge.data.transforms import to_network_input
-    from segedge.pipeline import calibration_setup, export_model, reference_for
+    from segedge.pipeline import calibration_feed, calibration_setup, export_model, reference_for
 
     fp32 = export_model(replace(config, int8=False, fp16=False), log=log, progress=progress)
     setup = calibration_setup(config, fp32, log=log)
@@ -336,11 +335,7 @@ def model_sensitivity(config, block_depth: int | None = None, log: Log = lambda 
     scopes = torch_scopes(fp32.file("onnx"))
     icfg = config.int8_config
 
-    def calibration_inputs():
-        for i in range(icfg.calib_images):
-            image, _ = setup.calib_set[i]
-            yield to_network_input(image, setup.source.spec.mean, setup.source.spec.std)
-
+    calibration_inputs, _ = calibration_feed(setup.calib_set, setup.source.spec, icfg)
     from segedge.quantize import calibrated_graph
 
     with calibrated_graph(fp32.file("sim"), calibration_inputs, icfg, len(setup.calib_set),
@@ -378,6 +373,9 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
                    help="target's INT8 scheme: x86 (default; onnxruntime u8 activations), arm, tensorrt")
     p.add_argument("--calib-method", default="minmax", choices=list(CALIB_METHODS))
     p.add_argument("--calib-images", type=_positive_int, default=32)
+    p.add_argument("--calib-select", default="first", choices=list(CALIB_SELECTIONS),
+                   help="first N calibration images (default) or a class-balanced pick")
+    p.add_argument("--equalize", action="store_true", help="cross-layer equalization before calibration")
     p.add_argument("--eval-images", type=_positive_int, default=8)
     p.add_argument("--block-depth", type=_positive_int, default=None,
                    help="group layers by the first N components of their torch module path (e.g. 1: down1, up2)")
@@ -399,7 +397,8 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
         model=args.model, checkpoint=Path(args.checkpoint) if args.checkpoint else None, width=args.width,
         input_size=args.input_size, eval_images=args.eval_images, threads=args.threads,
         store=Path(args.out) if args.out else DEFAULT_STORE,
-        int8_config=Int8Config(scheme=args.int8_scheme, calib_method=args.calib_method, calib_images=args.calib_images),
+        int8_config=Int8Config(scheme=args.int8_scheme, calib_method=args.calib_method, calib_images=args.calib_images,
+                               calib_select=args.calib_select, equalize=args.equalize),
     )
     log = (lambda _: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     report = model_sensitivity(config, block_depth=args.block_depth, log=log, progress=not args.quiet)

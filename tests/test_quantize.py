@@ -165,3 +165,50 @@ def test_scheme_config_and_the_older_activation_setting():
         Int8Config(scheme="tensorrt", calib_method="entropy").ranges_key()
     assert Int8Config(scheme="arm").as_dict()["scheme"] == {
         "name": "arm", "activation": "s8", "activation_symmetric": True, "quantize_bias": True}
+
+
+class _Masks:
+    """A calibration split of 40 tiny images: all road (class 0) except images 25, 29 and 31, which also
+    hold a rare class (3, 7, 9 respectively)."""
+
+    class_names = tuple(f"c{i}" for i in range(10))
+    num_classes = 10
+
+    def __len__(self):
+        return 40
+
+    def __getitem__(self, index):
+        mask = np.zeros((8, 8), np.uint8)
+        rare = {25: 3, 29: 7, 31: 9}.get(index)
+        if rare is not None:
+            mask[:2] = rare
+        mask[-1, -1] = 255  # void pixels are ignored
+        return np.zeros((8, 8, 3), np.uint8), mask
+
+
+def test_class_balanced_selection_finds_the_rare_classes_the_first_images_miss():
+    from segedge.quantize import calibration_indices
+
+    first, summary = calibration_indices(_Masks(), Int8Config(calib_images=8))
+    assert first == list(range(8)) and summary == {"select": "first"}
+    chosen, summary = calibration_indices(_Masks(), Int8Config(calib_images=8, calib_select="balanced"))
+    assert len(chosen) == len(set(chosen)) == 8
+    assert {25, 29, 31} <= set(chosen)  # every rare-class image, though they sit past the first 8
+    assert summary["pool"] == 32 and summary["rarest_class_share"] > 0  # pool: 4 x 8 of 40
+    assert summary["rarest_class_share_first"] == 1.0  # the first 8 hold class 0 only
+
+
+def test_class_balanced_selection_reaches_only_its_pool_and_refuses_too_few_images():
+    from segedge.errors import CalibrationError
+    from segedge.quantize import calibration_indices
+
+    chosen, summary = calibration_indices(_Masks(), Int8Config(calib_images=4, calib_select="balanced"))
+    assert summary["pool"] == 16 and max(chosen) < 16  # images 25.. lie past a pool of 4 x 4
+    with pytest.raises(CalibrationError, match="calibration set has 40 images but 41 were asked for"):
+        calibration_indices(_Masks(), Int8Config(calib_images=41, calib_select="balanced"))
+    with pytest.raises(InputSizeError, match="--calib-select must be one of first, balanced, got 'rare'"):
+        Int8Config(calib_select="rare").validate()
+    # the selection and equalization change the ranges, so they key the ranges cache
+    keys = {Int8Config().ranges_key(), Int8Config(calib_select="balanced").ranges_key(),
+            Int8Config(equalize=True).ranges_key()}
+    assert len(keys) == 3

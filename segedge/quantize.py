@@ -9,8 +9,8 @@ kernels (measured 2.36× over FP32 versus 1.45× with s8 on a DeepLabv3+ at 512�
 symmetric s8 (signed dot-product kernels); TensorRT needs symmetric s8 with every zero point 0 and float biases.
 
 Calibration is fed in chunks: onnxruntime's histogram calibrators keep every intermediate output of every
-image they are given at once (past 24 GB at 512×1024), so segedge gives them ``chunk`` images at a time and
-lets the histograms merge. The resulting ranges are cached as JSON beside the artifact and reused, by every
+image they are given at once (past 24 GB at 512×1024), so segedge gives them a few images at a time
+(``Int8Config.images_per_pass``) and lets the histograms merge. The resulting ranges are cached as JSON beside the artifact and reused, by every
 scheme when the method is MinMax (see ``Int8Config.ranges_key``). :func:`calibrated_graph` calibrates once
 and quantizes as many ways as asked: all layers, one layer alone (sensitivity), all but some (mixed precision).
 """
@@ -103,7 +103,10 @@ class Int8Config:
     # cross-layer equalization of the prepared graph before calibration (segedge.equalize): function-preserving
     # rescaling of conv pairs so per-channel weight ranges even out (depthwise-heavy nets)
     equalize: bool = False
-    chunk: int = 4  # images per calibration pass: bounds the calibrator's memory
+    # images per calibration pass, which bounds the calibrator's memory; None: 4 for minmax, 1 for the
+    # histogram methods (measured on BiSeNet at 512x1024, benchmarks/bench_calibration_memory.py: entropy
+    # peaks at 2.5 GB with 4 images a pass, 1.5 GB with 2, 1.0 GB with 1, and runs no slower with 1)
+    chunk: int | None = None
     # automatic mixed precision: keep the most sensitive layers float until the mIoU drop (points) on the
     # evaluation images is at most max_drop; None: no search. max_search_steps bounds the candidates tried.
     max_drop: float | None = None
@@ -132,10 +135,15 @@ class Int8Config:
             raise InputSizeError(f"--calib-images must be >= 1, got {self.calib_images}")
         if self.calib_select not in CALIB_SELECTIONS:
             raise InputSizeError(f"--calib-select must be one of {', '.join(CALIB_SELECTIONS)}, got {self.calib_select!r}")
-        if self.chunk < 1:
+        if self.chunk is not None and self.chunk < 1:
             raise InputSizeError(f"calibration chunk must be >= 1, got {self.chunk}")
         if self.max_search_steps < 1:
             raise InputSizeError(f"the mixed-precision search needs at least 1 step, got {self.max_search_steps}")
+
+    @property
+    def images_per_pass(self) -> int:
+        """``chunk``, or the method's measured default."""
+        return self.chunk if self.chunk is not None else (4 if self.calib_method == "minmax" else 1)
 
     @property
     def symmetric_calibration(self) -> bool:
@@ -377,7 +385,7 @@ def calibrated_graph(
             for array in calibration_batches():
                 chunk.append(array)
                 seen += 1
-                if len(chunk) == config.chunk:
+                if len(chunk) == config.images_per_pass:
                     calibrator.collect_data(_ArrayReader(input_name, chunk))
                     chunk = []
                     if progress:

@@ -197,3 +197,20 @@ def test_mixed_precision_budget_lands_in_the_manifest(tiny_checkpoint, tmp_path,
         assert entry["float_convs_left"] == len(search["kept_float"])
         assert entry["parity"]["argmax_agreement"] >= entry["gate"]["min_argmax_agreement"]
     assert {"fp32", "full_int8", "chosen"} <= set(search["latency_ms"])
+
+
+def test_balanced_calibration_and_equalization_are_recorded_and_keep_parity(tiny_checkpoint, tmp_path):
+    """Both options reach the graph through the CLI's Int8Config, key their own ranges cache and leave the
+    manifest saying what was done; the equalized graph still passes the INT8 gate."""
+    config = ExportConfig(model="unet", checkpoint=tiny_checkpoint.path, input_size=SIZE, int8=True,
+                          int8_config=Int8Config(calib_images=4, calib_select="balanced", equalize=True),
+                          eval_images=2, store=tmp_path, threads=2)
+    result = export_model(config)
+    entry = result.manifest["stages"]["int8"]
+    selection = entry["calibration"]["selection"]
+    assert selection["select"] == "balanced" and selection["pool"] == 16
+    assert 0 < selection["rarest_class_share"] <= 1
+    assert entry["calibration"]["ranges_cache"].startswith("calib.minmax.any.4.balanced.cle.")
+    eq = entry["equalization"]
+    assert eq["pairs"] > 0 and eq["range_ratio_after"] < eq["range_ratio_before"]
+    assert entry["parity"]["argmax_agreement"] >= entry["gate"]["min_argmax_agreement"]

@@ -34,6 +34,11 @@ CALIB_SELECTIONS = ("first", "balanced")  # which images of the calibration spli
 BALANCED_POOL = 4  # balanced selection picks calib_images out of this many times as many candidates
 ACTIVATION_TYPES = ("u8", "s8")
 QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")  # the layers sensitivity and mixed precision act on
+# Ops onnxruntime's Q/DQ quantizer would quantize but segedge keeps float, in every scheme. LayerNorm's gamma
+# and beta would go through Q/DQ (per-tensor: its rank-1 gamma has no channel axis for per-channel scales) and
+# its output be requantized: measured on SegFormer-B0 at 512x1024, quantizing it cost 4.55 mIoU points
+# (85.96 % argmax agreement); kept float, 0.22 points (98.30 %). InstanceNorm normalizes the same way.
+FLOAT_OPS = ("LayerNormalization", "InstanceNormalization")
 
 
 @dataclass(frozen=True)
@@ -289,6 +294,7 @@ class CalibratedGraph:
         """Write the Q/DQ graph to ``dst``: every layer, ``only`` these, or all but ``exclude`` (kept float)."""
         import onnx
         from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization.registry import QDQRegistry
 
         if only is not None and not only:
             raise InputSizeError("quantize(only=[]) would quantize nothing; give at least one layer")
@@ -312,6 +318,7 @@ class CalibratedGraph:
                 weight_type=QuantType.QInt8,
                 nodes_to_quantize=list(only) if only is not None else None,
                 nodes_to_exclude=list(exclude) if exclude else None,
+                op_types_to_quantize=sorted(set(QDQRegistry) - set(FLOAT_OPS)),
                 calibrate_method=_calibration_method(self.config.calib_method),
                 extra_options={
                     "ActivationSymmetric": scheme.activation_symmetric,

@@ -117,7 +117,8 @@ class ArtifactDir:
     def reusable_stage(self, manifest: dict[str, Any], stage: str, stage_config: dict[str, Any]) -> dict | None:
         """The stage's manifest entry if its file is intact and was made with the same config, else None."""
         entry = manifest.get("stages", {}).get(stage)
-        if not entry or entry.get("config") != stage_config:
+        # compared as the manifest stores it: JSON turns tuples into lists
+        if not entry or entry.get("config") != json.loads(json.dumps(stage_config)):
             return None
         path = self.file(entry["file"])
         if not path.exists() or sha256_file(path) != entry.get("sha256"):

@@ -9,6 +9,7 @@ and never replaces a good artifact from an earlier run.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -269,7 +270,7 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
         finally:
             if candidate.exists():
                 candidate.unlink()
-        manifest["stages"][stage] = entry
+        manifest["stages"][stage] = json.loads(json.dumps(entry))  # as the manifest file holds it (no tuples)
         manifest["updated"] = _now()
         art.write_manifest(manifest)
         p = entry["parity"]

@@ -105,6 +105,8 @@ class Int8Config:
     per_channel: bool = True
     # first: the split's first calib_images; balanced: greedy pick favouring rare classes (calibration_indices)
     calib_select: str = "first"
+    # op types kept float even where onnxruntime's quantizer would quantize them (see FLOAT_OPS; () is its default)
+    float_ops: tuple[str, ...] = FLOAT_OPS
     # cross-layer equalization of the prepared graph before calibration (segedge.equalize): function-preserving
     # rescaling of conv pairs so per-channel weight ranges even out (depthwise-heavy nets)
     equalize: bool = False
@@ -130,6 +132,7 @@ class Int8Config:
                 f"activation type {self.activation} contradicts INT8 scheme {scheme.name}, which uses "
                 f"{scheme.activation} activations; give the scheme alone"
             )
+        object.__setattr__(self, "float_ops", tuple(self.float_ops))
         object.__setattr__(self, "scheme", scheme)
         object.__setattr__(self, "activation", scheme.activation)
 
@@ -318,7 +321,7 @@ class CalibratedGraph:
                 weight_type=QuantType.QInt8,
                 nodes_to_quantize=list(only) if only is not None else None,
                 nodes_to_exclude=list(exclude) if exclude else None,
-                op_types_to_quantize=sorted(set(QDQRegistry) - set(FLOAT_OPS)),
+                op_types_to_quantize=sorted(set(QDQRegistry) - set(self.config.float_ops)),
                 calibrate_method=_calibration_method(self.config.calib_method),
                 extra_options={
                     "ActivationSymmetric": scheme.activation_symmetric,

@@ -228,11 +228,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
             from segedge.runners.tensorrt import TensorRTRunner
 
             runner = TensorRTRunner(path)
-    result = evaluate(runner, args.data, args.split, size, args.images, mean, std, names, progress=not args.quiet)
+    crf = None
+    if args.crf:
+        from segedge.crf import CrfParams
+
+        crf = CrfParams(iterations=args.crf_iterations)
+    result = evaluate(runner, args.data, args.split, size, args.images, mean, std, names, progress=not args.quiet, crf=crf)
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
     else:
-        print(f"{result.backend} on {result.images} {result.data} {result.split} images")
+        print(f"{result.backend} on {result.images} {result.data} {result.split} images"
+              + (", refined by the dense CRF" if crf else ""))
+        if crf:
+            before = result.crf["without_crf"]
+            print(f"dense CRF ({crf.iterations} mean-field iterations): mIoU {100 * before['miou']:.2f} -> "
+                  f"{100 * result.scores.mean_iou:.2f}, pixel accuracy {100 * before['pixel_accuracy']:.2f} -> "
+                  f"{100 * result.scores.pixel_accuracy:.2f}")
         print(format_table(result.scores, result.class_names or tuple(f"class_{i}" for i in range(len(result.scores.iou)))))
     return 0
 
@@ -540,6 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=_positive_int, help="own models: the class count")
     p.add_argument("--classes", help="a text file of class names, one per line")
     p.add_argument("--threads", type=_positive_int, help="inference threads (default: all cores)")
+    p.add_argument("--crf", action="store_true",
+                   help="refine each output with DeepLab v1's dense CRF on the CPU (needs pip install \"segedge[crf]\")")
+    p.add_argument("--crf-iterations", type=_positive_int, default=10, help="mean-field iterations of --crf (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)

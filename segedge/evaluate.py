@@ -23,25 +23,39 @@ class EvalResult:
     data: str
     split: str
     backend: str
+    crf: dict | None = None  # the dense-CRF parameters and the scores without it, when --crf refined the output
 
     def as_dict(self) -> dict:
-        return {"data": self.data, "split": self.split, "images": self.images, "backend": self.backend,
-                "class_names": list(self.class_names), **self.scores.as_dict()}
+        result = {"data": self.data, "split": self.split, "images": self.images, "backend": self.backend,
+                  "class_names": list(self.class_names), **self.scores.as_dict()}
+        if self.crf is not None:
+            result["crf"] = self.crf
+        return result
 
 
 def evaluate_runner(runner: Runner, dataset, count: int, mean, std, num_classes: int, progress: bool = False,
-                    ignore_index: int = 255) -> SegmentationScores:
+                    ignore_index: int = 255, crf=None) -> SegmentationScores | tuple[SegmentationScores, SegmentationScores]:
+    """Scores of ``runner`` on the first ``count`` images; with ``crf`` (a ``segedge.crf.CrfParams``), the
+    pair (scores after the dense CRF, scores of the raw argmax), both from the same inferences."""
     from tqdm import tqdm
 
     cm = ConfusionMatrix(num_classes, ignore_index)
+    raw = ConfusionMatrix(num_classes, ignore_index) if crf is not None else None
+    if crf is not None:
+        from segedge.crf import refine
+
     with runner:
-        for i in tqdm(range(count), desc="evaluate", unit="img", disable=not progress):
+        for i in tqdm(range(count), desc="evaluate" if crf is None else "evaluate + CRF", unit="img", disable=not progress):
             image, mask = dataset[i]
             logits = runner.infer(to_network_input(image, mean, std))
             if logits.shape[1] != num_classes:
                 raise SegedgeError(f"the model outputs {logits.shape[1]} classes, the dataset labels {num_classes}")
-            cm.update(mask[None], logits.argmax(1))
-    return cm.scores()
+            if crf is None:
+                cm.update(mask[None], logits.argmax(1))
+            else:
+                raw.update(mask[None], logits.argmax(1))
+                cm.update(mask[None], refine(image, logits[0], crf)[None])
+    return cm.scores() if crf is None else (cm.scores(), raw.scores())
 
 
 def manifest_beside(path: Path) -> dict:
@@ -83,8 +97,14 @@ def activated_input_size(runner: Runner) -> tuple[int, int] | None:
 
 
 def evaluate(runner: Runner, data: str, split: str, size: tuple[int, int] | None, images: int, mean, std,
-             class_names: tuple[str, ...] | None, progress: bool = False) -> EvalResult:
-    """Score ``runner`` on ``images`` images of ``data``'s ``split`` at ``size`` (or the model's fixed size)."""
+             class_names: tuple[str, ...] | None, progress: bool = False, crf=None) -> EvalResult:
+    """Score ``runner`` on ``images`` images of ``data``'s ``split`` at ``size`` (or the model's fixed size);
+    ``crf`` (``segedge.crf.CrfParams``) refines each output with DeepLab's dense CRF on the CPU first."""
+    if crf is not None:
+        from segedge.crf import require_crf
+
+        crf.validate()
+        require_crf()  # before the model loads: a missing library is the user's first error, not the last
     fixed = activated_input_size(runner)
     if size is None:
         size = fixed
@@ -97,5 +117,11 @@ def evaluate(runner: Runner, data: str, split: str, size: tuple[int, int] | None
     if count < 1:
         raise SegedgeError(f"{data} {split} holds no images")
     names = tuple(class_names) if class_names else tuple(getattr(dataset, "class_names", ()))
-    scores = evaluate_runner(runner, dataset, count, mean, std, class_count(dataset), progress)
-    return EvalResult(scores, names, count, data, split, runner.backend)
+    scores = evaluate_runner(runner, dataset, count, mean, std, class_count(dataset), progress, crf=crf)
+    if crf is None:
+        return EvalResult(scores, names, count, data, split, runner.backend)
+    refined, raw = scores
+    from dataclasses import asdict
+
+    return EvalResult(refined, names, count, data, split, runner.backend,
+                      crf={**asdict(crf), "without_crf": {"miou": raw.mean_iou, "pixel_accuracy": raw.pixel_accuracy}})

@@ -104,6 +104,22 @@ def test_cli_eval_table_for_a_zoo_checkpoint(tiny_checkpoint, capsys):
     assert "| road " in out and "| **mean** " in out and "frequency-weighted IoU" in out
 
 
+def test_cli_eval_crf_scores_the_refined_and_the_raw_output_of_one_inference(tiny_checkpoint, capsys):
+    pytest.importorskip("pydensecrf.densecrf", reason="pydensecrf2 is not installed (pip install \"segedge[crf]\")")
+    args = ["eval", "--model", "unet", "--checkpoint", str(tiny_checkpoint.path), "--input-size", "64x128",
+            "--images", "2", "--json", "--quiet"]
+    assert main(args) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main(args + ["--crf", "--crf-iterations", "3"]) == 0
+    refined = json.loads(capsys.readouterr().out)
+    assert "crf" not in plain and refined["crf"]["iterations"] == 3
+    assert refined["crf"]["without_crf"]["miou"] == pytest.approx(plain["mean_iou"], abs=1e-12)
+    assert refined["mean_iou"] != plain["mean_iou"]  # the CRF changed labels
+    with pytest.raises(SystemExit):
+        main(args + ["--crf", "--crf-iterations", "0"])
+    assert "--crf-iterations: '0' must be >= 1" in capsys.readouterr().err
+
+
 def test_cli_needs_exactly_one_source(capsys):
     assert main(["eval"]) == 1
     assert "give exactly one of --model NAME, --onnx FILE, --engine FILE" in capsys.readouterr().err

@@ -81,7 +81,7 @@ def main() -> int:
     lines = [f"## INT8 calibration memory: {args.model} at 512×1024, {args.threads} threads",
              "", f"Machine: {cpu_model()}, {os.cpu_count()} cores. Budget: {BUDGET_MB:.0f} MB peak resident memory.",
              "Command: `python benchmarks/bench_calibration_memory.py`", "",
-             "| method | images | images per chunk | peak MB | × budget | seconds |", "|---|---:|---:|---:|---:|---:|"]
+             "| method | images | images per pass | peak MB | × budget | seconds |", "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['method']} | {r['images']} | {r['chunk']} | ❌ {r['error'][:100]} | | |")

@@ -63,8 +63,9 @@ def train_recipe(spec, gmacs: float, args) -> TrainConfig:
     backbones take 1.5–2.3 s per batch-2 step on 2 cores; batch 4 would double a ~1 h run)."""
     batch = 4 if gmacs <= args.light_max_gmacs else max(2, spec.min_train_batch)
     crop = 256 // spec.size_multiple * spec.size_multiple  # PSPNet: 240, its multiple of 48
+    extra = {} if all(v % spec.size_multiple == 0 for v in SIZE) else {"scene_size": spec.default_input_size}
     return TrainConfig(model=spec.name, iterations=args.iterations, batch_size=batch, train_scenes=64,
-                       val_images=4, threads=args.threads, crop=(crop, crop))
+                       val_images=4, threads=args.threads, crop=(crop, crop), **extra)
 
 
 TRANSFORMERS = ("segformer-b0", "setr-naive", "setr-pup")  # issue 7's budget: 1.0 point for these, 0.5 for CNNs

@@ -173,8 +173,16 @@ class Int8Config:
             key = f"{key}.{self.calib_select}"
         return f"{key}.cle" if self.equalize else key
 
+    def op_types(self) -> list[str]:
+        """The op types this config quantizes: onnxruntime's default set (both of its registries, so it follows
+        the installed version), less ``float_ops``."""
+        from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+        return sorted((set(QDQRegistry) | set(QLinearOpsRegistry)) - set(self.float_ops))
+
     def as_dict(self) -> dict:
-        return {**asdict(self), "scheme": self.scheme.as_dict()}
+        # the resolved op types too: an artifact made with another op set is never reused for this config
+        return {**asdict(self), "scheme": self.scheme.as_dict(), "op_types": self.op_types()}
 
 
 def calibration_indices(dataset, config: Int8Config, ignore_index: int = 255) -> tuple[list[int], dict]:
@@ -300,7 +308,6 @@ class CalibratedGraph:
         """Write the Q/DQ graph to ``dst``: every layer, ``only`` these, or all but ``exclude`` (kept float)."""
         import onnx
         from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-        from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
         if only is not None and not only:
             raise InputSizeError("quantize(only=[]) would quantize nothing; give at least one layer")
@@ -324,8 +331,7 @@ class CalibratedGraph:
                 weight_type=QuantType.QInt8,
                 nodes_to_quantize=list(only) if only is not None else None,
                 nodes_to_exclude=list(exclude) if exclude else None,
-                # onnxruntime's own default set (both registries), less the ops kept float
-                op_types_to_quantize=sorted((set(QDQRegistry) | set(QLinearOpsRegistry)) - set(self.config.float_ops)),
+                op_types_to_quantize=self.config.op_types(),
                 calibrate_method=_calibration_method(self.config.calib_method),
                 extra_options={
                     "ActivationSymmetric": scheme.activation_symmetric,

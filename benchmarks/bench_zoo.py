@@ -6,8 +6,9 @@ INT8 before / after segedge's accuracy work (drop, agreement, speed-up).
 
 Per model: a short training on synthetic scenes (cached by recipe); the export chain to FP32 and two INT8
 graphs through the parity gate: "before" with onnxruntime's default op set, "after" with segedge's defaults
-and, when its mIoU drop still exceeds the model's budget, the ``--max-drop`` search (skipped, and said so,
-above ``--search-max-gmacs``: the search first measures every layer alone, too long for heavy nets here); then the three
+and, when its mIoU drop still exceeds the model's budget, the ``--max-drop`` search: ranked by each layer's
+measured sensitivity up to ``--search-max-gmacs``, output-first above (measuring every layer alone is too long
+for heavy nets on this CPU); then the three
 graphs timed round-robin (so noise hits all alike), and mIoU from the artifacts' manifests. Rows are appended to
 ``benchmarks/results/zoo-<arch>.json`` as each model finishes, so an interrupted run resumes; the
 Markdown table is rewritten after every model. A model that fails gets a row with the reason.
@@ -104,14 +105,9 @@ def measure(name: str, args) -> dict:
         after = export(Int8Config(**base))
         full = after.manifest["stages"]["int8"]
         search = None
-        quantizable = _quantizable_layers(after.file("sim"))
-        if full["parity"]["miou_drop_points"] > budget and gmacs > args.search_max_gmacs:
-            search = {"kept_float": [], "quantizable_layers": quantizable,
-                      "message": f"search skipped: {gmacs:.0f} GMACs > --search-max-gmacs {args.search_max_gmacs:g} "
-                                 f"(it first measures each of the {quantizable} layers alone: too long on this CPU)"}
-        elif full["parity"]["miou_drop_points"] > budget:
-            search_cfg = Int8Config(**base, max_drop=budget, max_search_steps=args.search_steps)
-            after = export(search_cfg)
+        if full["parity"]["miou_drop_points"] > budget:
+            order = "sensitivity" if gmacs <= args.search_max_gmacs else "output-first"
+            after = export(Int8Config(**base, max_drop=budget, max_search_steps=args.search_steps, search_order=order))
             search = after.manifest["stages"]["int8"]["mixed_precision"]
         stages = after.manifest["stages"]
         image, _ = SyntheticScenes("val", 1, size=size).batch(0, 1)
@@ -142,18 +138,11 @@ def measure(name: str, args) -> dict:
         "float_layers": len(search["kept_float"]) if search else 0,
         "quantizable_layers": search["quantizable_layers"] if search else None,
         "search": search["message"] if search else "not needed: full INT8 meets the budget",
+        "search_order": search.get("order") if search else None,
         "budget": budget, "meets_drop": drop <= budget, "meets_speed": speedup >= 2.0,
         "train_iterations": recipe.iterations, "train_batch": recipe.batch_size, "train_s": round(train_s, 0),
         "quantize_nodes_before": layers, "status": "ok",
     }
-
-
-def _quantizable_layers(path: Path) -> int:
-    import onnx
-
-    from segedge.quantize import QUANTIZABLE_OPS
-
-    return sum(n.op_type in QUANTIZABLE_OPS for n in onnx.load(str(path), load_external_data=False).graph.node)
 
 
 def write_table(rows: list[dict], machine: str, args, path: Path) -> None:
@@ -164,7 +153,8 @@ def write_table(rows: list[dict], machine: str, args, path: Path) -> None:
              f"per-channel s8 weights), MinMax ranges from {args.calib_images} calibration images.",
              "**before**: onnxruntime's default op set (LayerNorm quantized too), full INT8. **after**: segedge's default "
              "(LayerNorm/InstanceNorm float) and, where the drop still exceeds the budget (0.5 mIoU points for CNNs, "
-             "1.0 for SegFormer/SETR), the `--max-drop` search keeping the most sensitive layers float. "
+             "1.0 for SegFormer/SETR), the `--max-drop` search keeping the most sensitive layers float (measured layer "
+             f"by layer up to {args.search_max_gmacs:g} GMACs; above, output-first: the layers nearest the output). "
              "Latencies: medians of the three graphs timed round-robin.",
              "Command: `python benchmarks/bench_zoo.py`", "",
              "| model | size | params (M) | GMACs | mIoU FP32 | FP32 ms | before: drop / agree % / × | "
@@ -177,8 +167,8 @@ def write_table(rows: list[dict], machine: str, args, path: Path) -> None:
         if "after_drop" not in r:
             continue  # a row of the older format
         floats = f"{r['float_layers']} of {r['quantizable_layers']}" if r["quantizable_layers"] else "0"
-        if r["search"].startswith("search skipped"):
-            floats = "search skipped"
+        if r.get("search_order") == "output-first" and r["quantizable_layers"]:
+            floats += " (output-first)"
         lines.append(
             f"| {r['model']} | {r['size']} | {r['params_m']} | {r['gmacs']} | {r['miou_fp32']} | {r['fp32_ms']} | "
             f"{r['before_drop']:+.2f} / {r['before_agreement']} / {r['before_speedup']} | "
@@ -200,7 +190,8 @@ def main() -> int:
     parser.add_argument("--eval-images", type=int, default=4)
     parser.add_argument("--calib-images", type=int, default=16)
     parser.add_argument("--search-steps", type=int, default=6, help="--max-search-steps of the after search")
-    parser.add_argument("--search-max-gmacs", type=float, default=40.0, help="skip the search for heavier models")
+    parser.add_argument("--search-max-gmacs", type=float, default=40.0,
+                        help="heavier models search output-first instead of measuring each layer")
     parser.add_argument("--light-max-gmacs", type=float, default=40.0, help="heavier models train at batch 2")
     parser.add_argument("--train-only", action="store_true", help="fill the checkpoint cache, measure nothing")
     args = parser.parse_args()

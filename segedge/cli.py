@@ -131,10 +131,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         argv = ["export", *_argv_from(args, EXPORT_FLAGS, files={k: v for k, v in files.items() if v})]
         return _passthrough(args, argv, {f"\0{k}": Path(v) for k, v in files.items() if v})
     int8_only = (args.calib_images, args.calib_method, args.calib_select, args.activation, args.int8_scheme,
-                 args.max_drop, args.max_search_steps, args.equalize)
+                 args.max_drop, args.max_search_steps, args.equalize, args.search_order)
     if not args.int8 and any(v is not None for v in int8_only):
         raise SegedgeError("--calib-images, --calib-method, --calib-select, --activation, --int8-scheme, --max-drop, "
-                           "--max-search-steps and --equalize only apply with --int8")
+                           "--max-search-steps, --search-order and --equalize only apply with --int8")
     if args.checkpoint is not None and args.untrained:
         raise SegedgeError("--checkpoint and --untrained exclude each other")
     if (args.model is None) == (args.onnx is None):
@@ -148,6 +148,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         scheme=args.int8_scheme,
         max_drop=args.max_drop,
         max_search_steps=args.max_search_steps or Int8Config.max_search_steps,
+        search_order=args.search_order or Int8Config.search_order,
     )
     config = ExportConfig(
         model=args.model or "",
@@ -367,7 +368,7 @@ EXPORT_FLAGS = {
     "model": "value", "data": "value", "mean": "triple", "std": "triple", "num_classes": "value",
     "untrained": "flag", "width": "value", "input_size": "size", "dynamic": "flag", "fp16": "flag", "int8": "flag",
     "calib_images": "value", "calib_method": "value", "calib_select": "value", "activation": "value",
-    "int8_scheme": "value", "max_drop": "value", "max_search_steps": "value", "equalize": "flag", "eval_images": "value",
+    "int8_scheme": "value", "max_drop": "value", "max_search_steps": "value", "search_order": "value", "equalize": "flag", "eval_images": "value",
     "threads": "value", "json": "flag", "quiet": "flag",
 }
 
@@ -528,6 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activation", choices=("u8", "s8"), help="INT8 activation type: u8 for x86 onnxruntime (default), s8 symmetric for TensorRT")
     p.add_argument("--int8-scheme", choices=("x86", "arm", "tensorrt"), help="INT8 scheme of the target (default x86; arm: s8 symmetric; tensorrt: s8 symmetric, zero points 0, float biases)")
     p.add_argument("--max-drop", type=float, help="mIoU budget in points: keep the most sensitive layers in float until the INT8 drop meets it")
+    p.add_argument("--search-order", choices=("sensitivity", "output-first"),
+                   help="--max-drop keeps float first the layers most costly alone (default; measures each layer) "
+                        "or those nearest the output (no per-layer measuring: for heavy nets)")
     p.add_argument("--max-search-steps", type=_positive_int, help="how many exclusion steps the --max-drop search may try (default 10)")
     p.add_argument("--eval-images", type=_positive_int, default=8, help="held-out images for parity and mIoU (default 8)")
     p.add_argument("--threads", type=_positive_int, help="inference threads (default: all cores)")

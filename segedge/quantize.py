@@ -31,6 +31,7 @@ from segedge.errors import CalibrationError, InputSizeError
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 CALIB_SELECTIONS = ("first", "balanced")  # which images of the calibration split calibrate (calibration_indices)
+SEARCH_ORDERS = ("sensitivity", "output-first")  # how the --max-drop search ranks layers (Int8Config.search_order)
 BALANCED_POOL = 4  # balanced selection picks calib_images out of this many times as many candidates
 ACTIVATION_TYPES = ("u8", "s8")
 QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")  # the layers sensitivity and mixed precision act on
@@ -121,6 +122,11 @@ class Int8Config:
     # evaluation images is at most max_drop; None: no search. max_search_steps bounds the candidates tried.
     max_drop: float | None = None
     max_search_steps: int = 10
+    # which layers the search keeps float first: "sensitivity" (each layer quantized alone and measured, most
+    # costly first: one quantization and evaluation per layer up front) or "output-first" (the layers nearest
+    # the output first, unmeasured: for nets too heavy to measure layer by layer; classifier heads on
+    # low-margin logits are the usual culprits)
+    search_order: str = "sensitivity"
 
     def __post_init__(self) -> None:
         if self.activation is not None and self.activation not in ACTIVATION_TYPES:
@@ -148,6 +154,8 @@ class Int8Config:
             raise InputSizeError(f"--calib-select must be one of {', '.join(CALIB_SELECTIONS)}, got {self.calib_select!r}")
         if self.chunk is not None and self.chunk < 1:
             raise InputSizeError(f"calibration chunk must be >= 1, got {self.chunk}")
+        if self.search_order not in SEARCH_ORDERS:
+            raise InputSizeError(f"--search-order must be one of {', '.join(SEARCH_ORDERS)}, got {self.search_order!r}")
         if self.max_search_steps < 1:
             raise InputSizeError(f"the mixed-precision search needs at least 1 step, got {self.max_search_steps}")
 

@@ -15,6 +15,7 @@ says so; when even the all-float candidate (or the last step allowed) misses, it
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import sys
 import tempfile
@@ -187,15 +188,19 @@ class MixedPrecisionResult:
     quantizable_layers: int
     latency_ms: dict  # median ms at batch 1: fp32, full_int8, chosen (onnxruntime, interleaved)
     message: str
+    order: str = "sensitivity"
 
     def as_dict(self) -> dict:
         return {
             "max_drop_points": self.max_drop,
+            "order": self.order,
             "met": self.met,
             "message": self.message,
             "quantizable_layers": self.quantizable_layers,
             "kept_float": [
                 {"layer": k.name, "op_type": k.op_type, "module": k.scope, "why": (
+                    "among the layers nearest the output (output-first search: not measured alone)"
+                    if math.isnan(k.miou_drop) else
                     f"quantized alone it costs {k.miou_drop:+.3f} mIoU points and "
                     f"{100 * (1 - k.argmax_agreement):.3f} % of pixels change class"),
                  "alone_miou_drop_points": k.miou_drop, "alone_argmax_agreement": k.argmax_agreement}
@@ -234,6 +239,7 @@ def mixed_precision_search(
     scopes: dict[str, str] | None = None,
     latency_rounds: int = 10,
     log: Log = lambda _: None,
+    order: str = "sensitivity",
 ) -> MixedPrecisionResult:
     """Leave in ``dst`` the first candidate that meets ``max_drop`` (points), or the most accurate one tried.
 
@@ -256,9 +262,16 @@ def mixed_precision_search(
             message = (f"full INT8 meets the budget: mIoU drop {full_report.miou_drop:+.3f} <= {max_drop} points; "
                        "no layer kept float")
         else:
-            log(f"int8  full INT8 drops {full_report.miou_drop:+.3f} mIoU points > budget {max_drop}: measuring "
-                f"the sensitivity of {len(layers)} layers")
-            ranking = layer_sensitivity(graph, reference, threads, scopes=scopes)
+            if order == "output-first":
+                log(f"int8  full INT8 drops {full_report.miou_drop:+.3f} mIoU points > budget {max_drop}: keeping "
+                    f"layers float from the output back ({len(layers)} layers)")
+                nan = float("nan")
+                ranking = [LayerSensitivity(layer.name, layer.op_type, (layer.name,), (scopes or {}).get(layer.name, ""),
+                                            nan, nan, nan) for layer in reversed(layers)]
+            else:
+                log(f"int8  full INT8 drops {full_report.miou_drop:+.3f} mIoU points > budget {max_drop}: measuring "
+                    f"the sensitivity of {len(layers)} layers")
+                ranking = layer_sensitivity(graph, reference, threads, scopes=scopes)
             met = False
             for i, count in enumerate(exclusion_schedule(len(layers), max_steps)):
                 candidate = Path(work) / f"step{i}.onnx"
@@ -308,7 +321,7 @@ def mixed_precision_search(
         latency["rounds"] = latency_rounds
         latency["threads"] = threads
     return MixedPrecisionResult(max_drop, met, full_report, best_report, kept, tuple(steps), len(layers), latency,
-                                message)
+                                message, order)
 
 
 # command line -----------------------------------------------------------------------------------------

@@ -214,3 +214,28 @@ def test_balanced_calibration_and_equalization_are_recorded_and_keep_parity(tiny
     eq = entry["equalization"]
     assert eq["pairs"] > 0 and eq["range_ratio_after"] < eq["range_ratio_before"]
     assert entry["parity"]["argmax_agreement"] >= entry["gate"]["min_argmax_agreement"]
+
+
+def test_output_first_search_keeps_the_last_layers_float_without_measuring_each(tiny_checkpoint, tmp_path):
+    config = ExportConfig(model="unet", checkpoint=tiny_checkpoint.path, input_size=SIZE, int8=True,
+                          int8_config=Int8Config(calib_images=4, max_drop=-1.0, max_search_steps=3,
+                                                 search_order="output-first"),
+                          eval_images=2, store=tmp_path, threads=2)
+    logs = []
+    result = export_model(config, log=logs.append)
+    search = result.manifest["stages"]["int8"]["mixed_precision"]
+    assert search["order"] == "output-first" and search["met"] is False
+    assert not any("measuring the sensitivity" in line for line in logs)
+    assert any("keeping layers float from the output back" in line for line in logs)
+    kept = [k["layer"] for k in search["kept_float"]]
+    import onnx
+
+    from segedge.quantize import QUANTIZABLE_OPS
+
+    # the prepared graph's layer order is the simplified graph's: the kept ones are its last convs, last first
+    order = [n.name for n in onnx.load(str(result.file("sim"))).graph.node if n.op_type in QUANTIZABLE_OPS]
+    assert [step["float_layers"] for step in search["steps"]] == [1, 2, search["quantizable_layers"]]
+    assert kept == order[::-1][: len(kept)]  # the most accurate candidate tried: a prefix of output-first order
+    assert all(k["why"].startswith("among the layers nearest the output") for k in search["kept_float"])
+    with pytest.raises(InputSizeError, match="--search-order must be one of sensitivity, output-first"):
+        Int8Config(search_order="random").validate()

@@ -27,7 +27,9 @@ MIN_OPSET = 17
 EXPORT_OPSET = 18  # what the dynamo exporter writes natively; asking for 17 only logs a failed conversion
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
-RUN_CHECK_RTOL = 1e-3  # FP32 onnxruntime vs torch differ by ~1e-5 relative; a broken graph by far more
+# FP32 onnxruntime vs torch differ by ~1e-5 relative on most nets, up to 1.2e-3 on a trained SegNet (26 convs,
+# 512x1024, random input); a size baked into the graph differs by O(1). The argmax parity gate comes after.
+RUN_CHECK_RTOL = 5e-3
 
 
 @dataclass(frozen=True)

@@ -77,8 +77,8 @@ def int8_budget(name: str) -> float:
 
 
 def measure(name: str, args) -> dict:
-    """One row: FP32, INT8 "before" (onnxruntime's default op set: LayerNorm quantized too) and INT8 "after"
-    (segedge's default: LayerNorm float, plus the ``--max-drop`` search at the model's budget)."""
+    """One row: FP32, INT8 "before" (onnxruntime's default op set) and INT8 "after" (segedge's default: Softmax
+    float, plus the ``--max-drop`` search at the model's budget)."""
     import shutil
     import tempfile
 
@@ -151,8 +151,8 @@ def write_table(rows: list[dict], machine: str, args, path: Path) -> None:
              f"of 256×256 crops, batch 4; batch 2 above {args.light_max_gmacs:g} GMACs), evaluated on "
              f"{args.eval_images} held-out synthetic val images at the size shown. INT8: x86 scheme (u8 activations, "
              f"per-channel s8 weights), MinMax ranges from {args.calib_images} calibration images.",
-             "**before**: onnxruntime's default op set (LayerNorm quantized too), full INT8. **after**: segedge's default "
-             "(LayerNorm/InstanceNorm float) and, where the drop still exceeds the budget (0.5 mIoU points for CNNs, "
+             "**before**: onnxruntime's default op set, full INT8. **after**: segedge's default "
+             "(Softmax float) and, where the drop still exceeds the budget (0.5 mIoU points for CNNs, "
              "1.0 for SegFormer/SETR), the `--max-drop` search keeping the most sensitive layers float (measured layer "
              f"by layer up to {args.search_max_gmacs:g} GMACs; above, output-first: the layers nearest the output). "
              "Latencies: medians of the three graphs timed round-robin.",

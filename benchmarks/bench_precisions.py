@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segedge.bench import interleaved_latencies
+from segedge.bench import side_by_side_latencies
 from segedge.hardware import cpu_model
 from segedge.cli import _size
 from segedge.data.synthetic import SyntheticScenes
@@ -74,13 +74,7 @@ def main() -> int:
         "ORT INT8": OnnxRuntimeRunner(result.file("int8"), threads=args.threads),
     }
     drop_of = {"torch eager FP32": None, "ORT FP32": stages["sim"], "ORT FP16": stages["fp16"], "ORT INT8": stages["int8"]}
-    for r in runners.values():
-        r.activate()
-    try:
-        stats = interleaved_latencies(runners, batch, warmup=3, rounds=args.rounds)
-    finally:
-        for r in runners.values():
-            r.deactivate()
+    stats = side_by_side_latencies(runners, batch, warmup=3, rounds=args.rounds)
 
     base = stats["ORT FP32"].median_ms
     machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": args.threads,

@@ -25,7 +25,7 @@ import time
 import traceback
 from pathlib import Path
 
-from segedge.bench import interleaved_latencies
+from segedge.bench import side_by_side_latencies
 from segedge.hardware import cpu_model
 from segedge.compare import GATES, ParityGate
 from segedge.data.synthetic import SyntheticScenes
@@ -115,13 +115,7 @@ def measure(name: str, args) -> dict:
         runners = {"fp32": OnnxRuntimeRunner(after.file("sim"), threads=args.threads),
                    "before": OnnxRuntimeRunner(before_file, threads=args.threads),
                    "after": OnnxRuntimeRunner(after.file("int8"), threads=args.threads)}
-        for r in runners.values():
-            r.activate()
-        try:
-            stats = interleaved_latencies(runners, x, warmup=1, rounds=args.rounds)
-        finally:
-            for r in runners.values():
-                r.deactivate()
+        stats = side_by_side_latencies(runners, x, warmup=1, rounds=args.rounds)
     ms = {k: s.median_ms for k, s in stats.items()}
     after_parity = stages["int8"]["parity"]
     drop = after_parity["miou_drop_points"]

@@ -76,6 +76,18 @@ def interleaved_latencies(
     return {name: LatencyStats.from_seconds(s) for name, s in samples.items()}
 
 
+def side_by_side_latencies(
+    runners: dict[str, Runner], batch: np.ndarray, warmup: int = 3, rounds: int = 10
+) -> dict[str, LatencyStats]:
+    """:func:`interleaved_latencies` of runners not yet active: activates them all, times, deactivates."""
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        for runner in runners.values():
+            stack.enter_context(runner)
+        return interleaved_latencies(runners, batch, warmup=warmup, rounds=rounds)
+
+
 class PeakMemory:
     """Peak resident memory of this process during a block, in MiB (Linux: VmHWM reset via clear_refs).
 

@@ -245,7 +245,7 @@ def mixed_precision_search(
 
     ``dst`` may already hold the full-INT8 graph of ``graph``; it is (re)written either way.
     """
-    from segedge.bench import interleaved_latencies
+    from segedge.bench import side_by_side_latencies
     from segedge.runners.onnxrt import OnnxRuntimeRunner
 
     dst = Path(dst)
@@ -307,13 +307,7 @@ def mixed_precision_search(
                    "full_int8": OnnxRuntimeRunner(full, threads=threads)}
         if best_path != full:
             runners["chosen"] = OnnxRuntimeRunner(dst, threads=threads)
-        for runner in runners.values():
-            runner.__enter__()
-        try:
-            stats = interleaved_latencies(runners, batch, warmup=2, rounds=latency_rounds)
-        finally:
-            for runner in runners.values():
-                runner.__exit__(None, None, None)
+        stats = side_by_side_latencies(runners, batch, warmup=2, rounds=latency_rounds)
         latency = {name: round(s.median_ms, 3) for name, s in stats.items()}
         latency.setdefault("chosen", latency["full_int8"])
         latency["chosen_over_full_int8"] = round(latency["chosen"] / latency["full_int8"], 3)

@@ -39,6 +39,11 @@ from segedge.train import TrainConfig, trained_checkpoint
 SIZE = (512, 1024)
 
 
+def bench_size(spec) -> tuple[int, int]:
+    """512×1024, or the model's own default where that is not a valid size (PSPNet: 528×1056)."""
+    return SIZE if all(v % spec.size_multiple == 0 for v in SIZE) else spec.default_input_size
+
+
 TWINS = {"segnet-trt": "segnet"}  # same network and state_dict, proven bit-equal (tests/models): trained once
 
 
@@ -64,9 +69,8 @@ def train_recipe(spec, gmacs: float, args) -> TrainConfig:
     backbones take 1.5–2.3 s per batch-2 step on 2 cores; batch 4 would double a ~1 h run)."""
     batch = 4 if gmacs <= args.light_max_gmacs else max(2, spec.min_train_batch)
     crop = 256 // spec.size_multiple * spec.size_multiple  # PSPNet: 240, its multiple of 48
-    extra = {} if all(v % spec.size_multiple == 0 for v in SIZE) else {"scene_size": spec.default_input_size}
     return TrainConfig(model=spec.name, iterations=args.iterations, batch_size=batch, train_scenes=64,
-                       val_images=4, threads=args.threads, crop=(crop, crop), **extra)
+                       val_images=4, threads=args.threads, crop=(crop, crop), scene_size=bench_size(spec))
 
 
 TRANSFORMERS = ("segformer-b0", "setr-naive", "setr-pup")  # issue 7's budget: 1.0 point for these, 0.5 for CNNs
@@ -83,7 +87,7 @@ def measure(name: str, args) -> dict:
     import tempfile
 
     spec = get_spec(name)
-    size = SIZE if all(v % spec.size_multiple == 0 for v in SIZE) else spec.default_input_size
+    size = bench_size(spec)
     params, gmacs = spec.complexity(input_size=size)
     started = time.perf_counter()
     ckpt_path, recipe = zoo_checkpoint(spec, gmacs, args)
@@ -199,7 +203,7 @@ def main() -> int:
     if args.train_only:
         for name in models:
             spec = get_spec(name)
-            size = SIZE if all(v % spec.size_multiple == 0 for v in SIZE) else spec.default_input_size
+            size = bench_size(spec)
             started = time.perf_counter()
             path, _ = zoo_checkpoint(spec, spec.complexity(input_size=size)[1], args)
             print(f"{name}: trained in {time.perf_counter() - started:.0f} s, {path}", file=sys.stderr, flush=True)

@@ -27,10 +27,10 @@ BUDGET_MB = 2048.0
 
 def child(model: str, method: str, images: int, chunk: int, size: tuple[int, int], threads: int) -> dict:
     """One calibration in this process; returns its figures."""
-    from segedge.bench import PeakMemory
-    from segedge.pipeline import ExportConfig, calibration_feed, export_model, resolve_source
-    from segedge.pipeline import evaluation_sets
-    from segedge.quantize import Int8Config, calibrated_graph
+    from segedge.verify.timing import PeakMemory
+    from segedge.flows.export import ExportConfig, calibration_feed, export_model, resolve_source
+    from segedge.flows.export import evaluation_sets
+    from segedge.graph.int8 import Int8Config, calibrated_graph
 
     config = ExportConfig(model=model, input_size=size, threads=threads)
     fp32 = export_model(config)  # trained weights from the cache; FP32 artifacts reused when present
@@ -76,7 +76,7 @@ def main() -> int:
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
 
-    from segedge.hardware import cpu_model
+    from segedge.core.hardware import cpu_model
 
     lines = [f"## INT8 calibration memory: {args.model} at 512×1024, {args.threads} threads",
              "", f"Machine: {cpu_model()}, {os.cpu_count()} cores. Budget: {BUDGET_MB:.0f} MB peak resident memory.",

@@ -24,15 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-from segedge.bench import side_by_side_latencies
-from segedge.hardware import cpu_model
-from segedge.cli import _size
+from segedge.verify.timing import side_by_side_latencies
+from segedge.core.hardware import cpu_model
+from segedge.cli.args import size as _size
 from segedge.data.synthetic import SyntheticScenes
 from segedge.data.transforms import to_network_input
-from segedge.pipeline import ExportConfig, export_model
-from segedge.quantize import Int8Config
-from segedge.registry import get_spec
-from segedge.runners import OnnxRuntimeRunner, TorchRunner
+from segedge.flows.export import ExportConfig, export_model
+from segedge.graph.int8 import Int8Config
+from segedge.models.registry import get_spec
+from segedge.backends import OnnxRuntimeRunner, TorchRunner
 
 
 
@@ -52,7 +52,7 @@ def main() -> int:
 
     spec = get_spec(args.model)
     config = ExportConfig(
-        model=spec.name, input_size=args.input_size, fp16=True, int8=True,
+        model=spec.name, input_size=args.input_size, precisions=("fp16", "int8"),
         int8_config=Int8Config(calib_images=args.calib_images, calib_method=args.calib_method),
         eval_images=args.eval_images, store=Path(args.store), threads=args.threads,
     )
@@ -61,7 +61,7 @@ def main() -> int:
 
     import torch
 
-    from segedge.checkpoint import load_checkpoint
+    from segedge.models.checkpoint import load_checkpoint
 
     module = load_checkpoint(result.manifest["checkpoint"]).build() if result.manifest["checkpoint"] else None
     image, _ = SyntheticScenes("val", 1, size=args.input_size).batch(0, 1)

@@ -25,16 +25,16 @@ import time
 import traceback
 from pathlib import Path
 
-from segedge.bench import side_by_side_latencies
-from segedge.hardware import cpu_model
-from segedge.compare import GATES, ParityGate
+from segedge.verify.timing import side_by_side_latencies
+from segedge.core.hardware import cpu_model
+from segedge.core.precision import STAGES, ParityGate
 from segedge.data.synthetic import SyntheticScenes
 from segedge.data.transforms import to_network_input
-from segedge.pipeline import ExportConfig, export_model
-from segedge.quantize import Int8Config
-from segedge.registry import get_spec, list_models
-from segedge.runners import OnnxRuntimeRunner
-from segedge.train import TrainConfig, trained_checkpoint
+from segedge.flows.export import ExportConfig, export_model
+from segedge.graph.int8 import Int8Config
+from segedge.models.registry import get_spec, list_models
+from segedge.backends import OnnxRuntimeRunner
+from segedge.train.loop import TrainConfig, trained_checkpoint
 
 SIZE = (512, 1024)
 
@@ -53,7 +53,7 @@ def zoo_checkpoint(spec, gmacs: float, args) -> tuple[Path, TrainConfig]:
     if original is None:
         recipe = train_recipe(spec, gmacs, args)
         return trained_checkpoint(recipe, progress=False).path, recipe
-    from segedge.checkpoint import cache_dir, load_checkpoint, save_checkpoint
+    from segedge.models.checkpoint import cache_dir, load_checkpoint, save_checkpoint
 
     source_path, recipe = zoo_checkpoint(get_spec(original), gmacs, args)
     path = cache_dir() / "checkpoints" / f"{spec.name}-from-{source_path.name}"
@@ -95,8 +95,8 @@ def measure(name: str, args) -> dict:
     budget = int8_budget(spec.name)
 
     def export(icfg: Int8Config):
-        return export_model(ExportConfig(model=spec.name, checkpoint=ckpt_path, input_size=size, int8=True,
-                                         gates={**GATES, "int8": ParityGate(0.0)}, int8_config=icfg,
+        return export_model(ExportConfig(model=spec.name, checkpoint=ckpt_path, input_size=size, precisions=("int8",),
+                                         gates={**{n: s.gate for n, s in STAGES.items()}, "int8": ParityGate(0.0)}, int8_config=icfg,
                                          eval_images=args.eval_images, threads=args.threads))
 
     base = dict(calib_images=args.calib_images)

@@ -5,7 +5,7 @@
 
 1. ``OnnxRuntimeRunner.infer`` against a raw ``onnxruntime`` ``session.run`` on the same model, configured
    alike (threads, spinning off): the validation layer's overhead (target ≤ 2 %).
-2. ``segedge.bench.measure_latency`` against an independent ``time.perf_counter`` loop on the same runner:
+2. ``segedge.verify.timing.measure_latency`` against an independent ``time.perf_counter`` loop on the same runner:
    the harness reports what a plain loop sees (target within 5 %).
 
 The model is a BiSeNet at width 0.5 and 256×512 with random weights: timing does not depend on the weights.
@@ -28,8 +28,8 @@ THREADS = 2
 def _model(directory: Path) -> Path:
     import torch
 
-    from segedge.export import onnx_from_torch
-    from segedge.registry import get_spec
+    from segedge.graph.export import onnx_from_torch
+    from segedge.models.registry import get_spec
 
     torch.manual_seed(0)
     spec = get_spec("bisenet")
@@ -65,15 +65,15 @@ def test_raw_session_run(benchmark, model_path, batch):
 
 
 def test_runner_infer(benchmark, model_path, batch):
-    from segedge.runners import OnnxRuntimeRunner
+    from segedge.backends import OnnxRuntimeRunner
 
     with OnnxRuntimeRunner(model_path, threads=THREADS) as runner:
         benchmark(runner.infer, batch)
 
 
 def side_by_side(rounds: int = 30) -> None:
-    from segedge.bench import measure_latency
-    from segedge.runners import OnnxRuntimeRunner
+    from segedge.verify.timing import measure_latency
+    from segedge.backends import OnnxRuntimeRunner
 
     def timed(fn, n):
         out = []

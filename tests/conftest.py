@@ -27,7 +27,7 @@ TINY_TRAIN = dict(
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """A U-Net trained for a few seconds on synthetic scenes: enough for parity figures to mean something."""
-    from segedge.train import TrainConfig, train
+    from segedge.train.loop import TrainConfig, train
 
     path = tmp_path_factory.mktemp("ckpt") / "unet-tiny.pt"
     return train(TrainConfig(**TINY_TRAIN, threads=2), out=path, progress=False)

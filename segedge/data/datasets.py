@@ -32,7 +32,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from segedge.errors import SegedgeError
+from segedge.core.errors import SegedgeError
 
 IGNORE_INDEX: int = 255
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from segedge.errors import InputSizeError
+from segedge.core.errors import InputSizeError
 
 CLASS_NAMES: tuple[str, ...] = (
     "road",

@@ -8,7 +8,7 @@ not swallowed: a broken model file fails loudly.
 import importlib
 import pkgutil
 
-_NOT_FAMILIES = {"blocks"}
+_NOT_FAMILIES = {"blocks", "registry", "checkpoint"}  # shared code, not architectures
 
 for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
     if _info.name not in _NOT_FAMILIES and not _info.name.startswith("_"):

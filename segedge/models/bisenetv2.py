@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from segedge.models.blocks import ConvBNReLU, make_divisible, resize_to
-from segedge.registry import ModelSpec, register_model
+from segedge.models.registry import ModelSpec, register_model
 
 EXPANSION = 6  # GE layer expansion ratio (paper §4.1)
 

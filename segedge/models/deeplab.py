@@ -34,7 +34,7 @@ import torch.nn as nn
 
 from segedge.models.backbones import MobileNetV2, ResNet, XceptionLite
 from segedge.models.blocks import ConvBNReLU, DepthwiseSeparableConv, make_divisible, resize_to
-from segedge.registry import ModelSpec, register_model
+from segedge.models.registry import ModelSpec, register_model
 
 ConvFactory = Callable[[int, int, int], nn.Module]  # (in_channels, out_channels, dilation) → 3×3 conv block
 

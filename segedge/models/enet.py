@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from segedge.models.blocks import make_divisible
 from segedge.models.unpooling import SwitchPool2d, SwitchUnpool2d, UnpoolMode
-from segedge.registry import ModelSpec, register_model
+from segedge.models.registry import ModelSpec, register_model
 
 
 def conv_bn(in_channels: int, out_channels: int, kernel_size: int = 1, **conv_kwargs) -> nn.Sequential:

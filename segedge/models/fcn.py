@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from segedge.models.blocks import ConvBNReLU, make_divisible
-from segedge.registry import ModelSpec, register_model
+from segedge.models.registry import ModelSpec, register_model
 
 
 def bilinear_kernel(size: int) -> torch.Tensor:

@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from segedge.models.backbones import ResNet
 from segedge.models.blocks import ConvBNReLU, make_divisible, resize_to
-from segedge.registry import ModelSpec, register_model
+from segedge.models.registry import ModelSpec, register_model
 
 PYRAMID_BINS = (1, 2, 3, 6)
 

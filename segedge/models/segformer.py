@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from segedge.models.blocks import ConvBNReLU, make_divisible, resize_to
-from segedge.registry import ModelSpec, register_model
+from segedge.models.registry import ModelSpec, register_model
 
 DIMS, DEPTHS, HEADS, REDUCTIONS = (32, 64, 160, 256), (2, 2, 2, 2), (1, 2, 5, 8), (8, 4, 2, 1)
 MLP_RATIO = 4

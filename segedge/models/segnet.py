@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from segedge.models.blocks import ConvBNReLU, make_divisible
 from segedge.models.unpooling import SwitchPool2d, SwitchUnpool2d, UnpoolMode
-from segedge.registry import ModelSpec, register_model
+from segedge.models.registry import ModelSpec, register_model
 
 
 def conv_stack(*channels: int) -> nn.Sequential:

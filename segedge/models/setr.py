@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from segedge.models.blocks import ConvBNReLU, make_divisible, resize_to
 from segedge.models.segformer import EfficientSelfAttention, map_to_tokens, tokens_to_map
-from segedge.registry import ModelSpec, register_model
+from segedge.models.registry import ModelSpec, register_model
 
 PATCH = 16
 DIM, DEPTH, HEADS, MLP_RATIO = 256, 8, 4, 4

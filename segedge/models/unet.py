@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from segedge.models.blocks import ConvBNReLU, make_divisible
-from segedge.registry import ModelSpec, register_model
+from segedge.models.registry import ModelSpec, register_model
 
 
 class DoubleConv(nn.Sequential):

@@ -26,7 +26,7 @@ from segedge.data.datasets import (
     open_dataset,
 )
 from segedge.data.synthetic import SyntheticScenes
-from segedge.errors import SegedgeError
+from segedge.core.errors import SegedgeError
 
 H, W = 8, 12
 

@@ -22,7 +22,7 @@ from segedge.data.synthetic import (
     render_scene,
     scene_seed,
 )
-from segedge.errors import InputSizeError
+from segedge.core.errors import InputSizeError
 
 ROAD, SIDEWALK, BUILDING, SKY, VEGETATION, CAR, PERSON, POLE, SIGN, TERRAIN = range(NUM_CLASSES)
 HEIGHT, WIDTH = 128, 256

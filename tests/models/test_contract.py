@@ -22,8 +22,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segedge.errors import InputSizeError
-from segedge.registry import ModelSpec, get_spec, list_models
+from segedge.core.errors import InputSizeError
+from segedge.models.registry import ModelSpec, get_spec, list_models
 
 NUM_CLASSES = 10
 WIDTH = 0.25
@@ -207,7 +207,7 @@ def test_onnxruntime_matches_torch_at_two_sizes(exported: Exported, extra_stride
 
 @pytest.mark.parametrize("name", MODELS)
 def test_dynamic_export_is_refused_with_the_reason_where_not_supported(name: str, tmp_path: Path) -> None:
-    from segedge.export import onnx_from_torch
+    from segedge.graph.export import onnx_from_torch
 
     spec = get_spec(name)
     if spec.dynamic_hw:
@@ -227,11 +227,11 @@ def test_checkpoint_round_trip_and_fp16_int8_export(name: str, tmp_path: Path) -
     the test asserts they build, run and stay finite. Their real cost is measured on trained weights in
     benchmarks/.
     """
-    from segedge.checkpoint import load_checkpoint, save_checkpoint
-    from segedge.compare import GATES, ParityGate
+    from segedge.models.checkpoint import load_checkpoint, save_checkpoint
+    from segedge.core.precision import STAGES, ParityGate
     from segedge.data.synthetic import CLASS_NAMES
-    from segedge.pipeline import ExportConfig, export_model
-    from segedge.quantize import Int8Config
+    from segedge.flows.export import ExportConfig, export_model
+    from segedge.graph.int8 import Int8Config
 
     spec = get_spec(name)
     size = valid_size(spec)
@@ -245,9 +245,9 @@ def test_checkpoint_round_trip_and_fp16_int8_export(name: str, tmp_path: Path) -
 
     open_gate = ParityGate(0.0)
     config = ExportConfig(
-        model=name, checkpoint=path, input_size=size, dynamic=spec.dynamic_hw, fp16=True, int8=True,
+        model=name, checkpoint=path, input_size=size, dynamic=spec.dynamic_hw, precisions=("fp16", "int8"),
         int8_config=Int8Config(calib_images=2, chunk=2), eval_images=2, store=tmp_path / "store", threads=2,
-        gates={**GATES, "fp16": open_gate, "int8": open_gate},
+        gates={**{n: s.gate for n, s in STAGES.items()}, "fp16": open_gate, "int8": open_gate},
     )
     stages = export_model(config).manifest["stages"]
     assert set(stages) == {"onnx", "sim", "fp16", "int8"}

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from segedge.models.ddrnet import DAPPM, DDRNet
-from segedge.registry import get_spec
+from segedge.models.registry import get_spec
 
 SIZE = (128, 192)
 

@@ -14,7 +14,7 @@ import torch.nn as nn
 from segedge.models.backbones import MobileNetV2, ResNet, XceptionLite
 from segedge.models.blocks import DepthwiseSeparableConv
 from segedge.models.deeplab import ASPP, DeepLabV2, DeepLabV3Plus, VGG16LargeFOV
-from segedge.registry import get_spec
+from segedge.models.registry import get_spec
 
 SIZE = (64, 128)
 

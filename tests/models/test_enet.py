@@ -8,7 +8,7 @@ import onnx
 import torch
 
 from segedge.models.enet import ENet, RegularBottleneck
-from segedge.registry import get_spec
+from segedge.models.registry import get_spec
 
 SIZE = (32, 64)
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from segedge.models.fcn import FCN, BilinearUpsample
-from segedge.registry import get_spec
+from segedge.models.registry import get_spec
 
 SIZE = (64, 96)
 

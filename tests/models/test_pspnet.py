@@ -13,9 +13,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segedge.errors import InputSizeError
+from segedge.core.errors import InputSizeError
 from segedge.models.pspnet import PSPNet, bin_average
-from segedge.registry import get_spec
+from segedge.models.registry import get_spec
 
 SIZE = (48, 96)
 

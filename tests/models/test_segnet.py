@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from segedge.models.segnet import SegNet
 from segedge.models.unpooling import SwitchPool2d, SwitchUnpool2d
-from segedge.registry import get_spec
+from segedge.models.registry import get_spec
 
 SIZE = (64, 96)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from segedge.models.setr import POSITION_GRID, SETR, NaiveDecoder, ProgressiveUpsamplingDecoder
-from segedge.registry import get_spec
+from segedge.models.registry import get_spec
 
 SIZE = (64, 128)
 

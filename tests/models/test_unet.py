@@ -8,9 +8,9 @@ import onnx
 import pytest
 import torch
 
-from segedge.errors import InputSizeError
+from segedge.core.errors import InputSizeError
 from segedge.models.unet import UNet
-from segedge.registry import get_spec
+from segedge.models.registry import get_spec
 
 SIZE = (64, 96)
 

@@ -1,0 +1,46 @@
+"""``segedge report``: tables, Pareto front, budget pick and plot from the results store."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from segedge.cli.args import log, positive_float
+from segedge.core.errors import SegedgeError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("report", help="tables, Pareto front, budget pick and plot from the results store")
+    p.add_argument("--results", default="export/results.sqlite", help="SQLite results store")
+    p.add_argument("--merge", action="append", help="merge another machine's store first (repeatable)")
+    p.add_argument("--profile", help="only this profile's rows")
+    p.add_argument("--format", choices=("md", "csv", "json"), default="md")
+    p.add_argument("--budget-ms", type=positive_float, help="name the most accurate model × precision under this latency")
+    p.add_argument("--plot", help="write the latency-vs-mIoU Pareto plot to this PNG")
+    p.add_argument("--overlays", help="write per model and precision image | FP32 | FP16/INT8 | disagreement PNGs into this folder")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from segedge.core.results import ResultsStore
+    from segedge.flows.report import pareto_plot, pick_under_budget, render, summarize_budget, write_overlays
+
+    if not Path(args.results).is_file():
+        raise SegedgeError(f"no results store at {args.results}; run `segedge bench` first")
+    with ResultsStore(args.results) as store:
+        for other in args.merge or []:
+            log(f"merged {store.merge(other)} rows from {other}")
+        rows = store.latest_rows()
+    if args.profile:
+        rows = [r for r in rows if r["profile"] == args.profile]
+    if not rows:
+        raise SegedgeError("the results store holds no rows" + (f" for profile {args.profile}" if args.profile else ""))
+    print(render(rows, args.format), end="")
+    if args.budget_ms is not None:
+        print(summarize_budget(pick_under_budget(rows, args.budget_ms), args.budget_ms))
+    if args.plot:
+        log(f"wrote {pareto_plot(rows, args.plot)}")
+    if args.overlays:
+        for path in write_overlays(rows, args.overlays):
+            log(f"wrote {path}")
+    return 0

@@ -1,0 +1,130 @@
+"""The results store: one SQLite row per measurement, committed as it finishes.
+
+Ctrl-C loses nothing that finished, and a rerun skips what is already measured on this machine. Every row
+carries the machine fingerprint and tool versions, so results from a Jetson and a desktop can be merged
+into one table without ever being confused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterable
+
+from segedge.core.errors import ArtifactError
+
+COLUMNS = {
+    "created": "TEXT",
+    "machine_id": "TEXT",
+    "machine": "TEXT",  # JSON fingerprint
+    "profile": "TEXT",
+    "backend": "TEXT",
+    "model": "TEXT",
+    "precision": "TEXT",
+    "height": "INTEGER",
+    "width": "INTEGER",
+    "batch": "INTEGER",
+    "threads": "INTEGER",
+    "status": "TEXT",  # ok | drop | failed
+    "reason": "TEXT",
+    "median_ms": "REAL",
+    "p90_ms": "REAL",
+    "p99_ms": "REAL",
+    "min_ms": "REAL",
+    "runs": "INTEGER",
+    "fps": "REAL",
+    "throughput": "REAL",  # images/s at this batch size
+    "pre_ms": "REAL",
+    "post_ms": "REAL",
+    "peak_rss_mb": "REAL",
+    "miou": "REAL",
+    "reference_miou": "REAL",
+    "miou_drop": "REAL",  # points
+    "argmax_agreement": "REAL",
+    "tolerance": "REAL",
+    "eval_images": "INTEGER",
+    "artifact": "TEXT",
+    "artifact_sha256": "TEXT",
+}
+RESUME_KEY = ("machine_id", "profile", "model", "precision", "height", "width", "batch")
+STATUS_MARK = {"ok": "✅", "drop": "❎", "failed": "❌"}
+
+
+class ResultsStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path)
+            columns = ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items())
+            self.db.execute(f"CREATE TABLE IF NOT EXISTS measurements (id INTEGER PRIMARY KEY, {columns})")
+            self.db.commit()
+        except sqlite3.DatabaseError as exc:
+            raise ArtifactError(f"results store {self.path} is not a usable SQLite file ({exc})") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "ResultsStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Insert and commit at once (a sweep killed after this call keeps the row)."""
+        row = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **row}
+        if isinstance(row.get("machine"), dict):
+            row["machine"] = json.dumps(row["machine"], sort_keys=True)
+        unknown = set(row) - set(COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown result columns: {sorted(unknown)}")
+        names = list(row)
+        self.db.execute(
+            f"INSERT INTO measurements ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})",
+            [row[n] for n in names],
+        )
+        self.db.commit()
+
+    def has_finished(self, **key: Any) -> bool:
+        """Whether a row that ran (ok or over tolerance, not failed) exists for this key."""
+        where = " AND ".join(f"{k} = ?" for k in RESUME_KEY)
+        cur = self.db.execute(
+            f"SELECT 1 FROM measurements WHERE {where} AND status != 'failed' LIMIT 1", [key[k] for k in RESUME_KEY]
+        )
+        return cur.fetchone() is not None
+
+    def rows(self) -> list[dict[str, Any]]:
+        cur = self.db.execute("SELECT * FROM measurements ORDER BY id")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, values)) for values in cur.fetchall()]
+
+    def latest_rows(self) -> list[dict[str, Any]]:
+        """The newest row per (machine, profile, model, precision, size, batch)."""
+        latest: dict[tuple, dict] = {}
+        for row in self.rows():
+            latest[tuple(row[k] for k in RESUME_KEY)] = row
+        return list(latest.values())
+
+    def merge(self, other: str | Path) -> int:
+        """Copy rows from another store (e.g. a Jetson's) that this one lacks; returns how many."""
+        other = Path(other)
+        if not other.is_file():
+            raise ArtifactError(f"results store {other} does not exist")
+        with ResultsStore(other) as theirs:
+            mine = {(r["machine_id"], r["created"], r["profile"], r["model"], r["precision"], r["batch"]) for r in self.rows()}
+            added = 0
+            for row in theirs.rows():
+                key = (row["machine_id"], row["created"], row["profile"], row["model"], row["precision"], row["batch"])
+                if key in mine:
+                    continue
+                row.pop("id")
+                self.add(row)
+                added += 1
+        return added
+
+
+def iter_columns() -> Iterable[str]:
+    return COLUMNS.keys()

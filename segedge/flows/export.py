@@ -1,0 +1,349 @@
+"""The export chain, stage by stage: torch → ONNX → simplified → FP16 / INT8, each parity-gated.
+
+Every stage writes a *candidate* file, runs it against the torch FP32 reference on held-out synthetic
+images, and only then renames it to its final name and records it in ``manifest.json``. A stage whose
+inputs hash the same as a recorded one is reused, not recomputed. A failing stage leaves no file behind
+and never replaces a good artifact from an earlier run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from segedge.core.artifacts import DEFAULT_STORE, ArtifactDir, sha256_file, tool_versions
+from segedge.models.checkpoint import Checkpoint, load_checkpoint
+from segedge.core.precision import PRECISIONS, STAGES, ParityGate, parse_precisions
+from segedge.verify.compare import Reference, compare_to_reference, enforce_gate, reference_from_runner
+from segedge.data.synthetic import CLASS_NAMES, SyntheticScenes
+from segedge.data.transforms import to_network_input
+from segedge.core.errors import CalibrationError, InputSizeError, SegedgeError
+from segedge.graph.export import EXPORT_OPSET, onnx_from_torch
+from segedge.graph.fp16 import fp16_from_onnx
+from segedge.graph.int8 import Int8Config, calibrated_graph, calibration_indices, qdq_counts
+from segedge.models.registry import get_spec
+from segedge.backends.onnxruntime import OnnxRuntimeRunner
+from segedge.graph.simplify import simplified_onnx
+from segedge.flows.sources import Source, copy_checked_onnx, module_source, onnx_source
+
+CALIB_SPLIT_SIZE = 512  # images the synthetic calibration split offers (it is generated, so any size works)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    model: str  # a zoo name, or package.module:function building any nn.Module
+    checkpoint: Path | None = None  # None: the cached trained weights (trained first if missing)
+    untrained: bool = False  # random weights: fast, for smoke tests; parity on random logits is fragile
+    width: float = 1.0
+    input_size: tuple[int, int] | None = None  # None: the model's default
+    dynamic: bool = False
+    dynamic_batch: bool = False  # symbolic N, for throughput at batch sizes > 1
+    # what to build besides FP32 (always built): names from segedge.core.precision.PRECISIONS
+    precisions: tuple[str, ...] = ()
+    int8_config: Int8Config = field(default_factory=Int8Config)
+    eval_images: int = 8
+    store: Path = DEFAULT_STORE
+    threads: int | None = None
+    seed: int = 0
+    gates: dict[str, ParityGate] = field(default_factory=lambda: {name: s.gate for name, s in STAGES.items()})
+    train_iterations: int | None = None  # None: the trainer's default recipe
+    onnx: Path | None = None  # bring your own ONNX: it is the FP32 reference, torch stages are skipped
+    data: str = "synthetic"  # evaluation (val split) and calibration (calib / train split) data: synthetic or KIND:ROOT
+    mean: tuple[float, float, float] | None = None  # bring-your-own models: input normalisation
+    std: tuple[float, float, float] | None = None
+    num_classes: int | None = None  # bring-your-own models: checked against the model's output
+    class_names: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        wanted = set(parse_precisions(self.precisions)) - {"fp32"}
+        object.__setattr__(self, "precisions", tuple(p for p in PRECISIONS if p in wanted))  # registry order
+
+    def builds(self, precision: str) -> bool:
+        return precision == "fp32" or precision in self.precisions
+
+
+@dataclass
+class ExportResult:
+    directory: Path
+    manifest: dict
+
+    def file(self, stage: str) -> Path:
+        return self.directory / self.manifest["stages"][stage]["file"]
+
+
+Log = Callable[[str], None]
+
+
+def _zoo_checkpoint(config: ExportConfig, log: Log, progress: bool) -> Checkpoint:
+    from segedge.train.loop import TrainConfig, cached_checkpoint_path, trained_checkpoint
+
+    spec = get_spec(config.model)
+    if config.checkpoint is not None:
+        return load_checkpoint(config.checkpoint, expect_model=spec.name)
+    if config.untrained:
+        import torch
+
+        torch.manual_seed(config.seed)
+        module = spec.build(num_classes=len(CLASS_NAMES), width=config.width)
+        return Checkpoint(spec.name, config.width, len(CLASS_NAMES), CLASS_NAMES, module.state_dict())
+    kwargs = {"iterations": config.train_iterations} if config.train_iterations else {}
+    recipe = TrainConfig(model=spec.name, width=config.width, seed=config.seed, threads=config.threads, **kwargs)
+    if not cached_checkpoint_path(recipe).is_file():
+        log(f"no trained {spec.name} weights in the cache yet: training them once on synthetic scenes "
+            f"({recipe.iterations} iterations; later commands reuse them)")
+    return trained_checkpoint(recipe, progress=progress)
+
+
+def resolve_source(config: ExportConfig, log: Log = lambda _: None, progress: bool = False) -> Source:
+    """The FP32 reference for ``config``: a given ONNX, a ``package.module:function``, or a zoo model."""
+    if config.onnx is not None:
+        return onnx_source(config.onnx, config.input_size, config.mean, config.std, config.num_classes, config.class_names)
+    if ":" in config.model:
+        return module_source(config.model, config.checkpoint, config.input_size, config.mean, config.std,
+                             config.num_classes, config.class_names)
+    spec = get_spec(config.model)
+    spec.check_input_size(*(config.input_size or spec.default_input_size))
+    if config.dynamic and not spec.dynamic_hw:
+        raise InputSizeError(f"{spec.name} cannot be exported with dynamic H/W: {spec.dynamic_hw_reason or 'not supported'}")
+    ckpt = _zoo_checkpoint(config, log, progress)
+    weights_id = ckpt.sha256() if ckpt.path else f"untrained-seed{config.seed}-w{config.width}"
+    return Source(name=spec.name, spec=spec, num_classes=ckpt.num_classes, class_names=ckpt.class_names,
+                  weights_id=weights_id, checkpoint=str(ckpt.path) if ckpt.path else None, module=ckpt.build(),
+                  extra={"width": ckpt.width})
+
+
+def evaluation_sets(data: str, size: tuple[int, int], seed: int, split: str = "val"):
+    """(evaluation dataset, calibration dataset): never the same images."""
+    if data == "synthetic":
+        return (SyntheticScenes(split, CALIB_SPLIT_SIZE, size=size, seed=seed),
+                SyntheticScenes("calib", CALIB_SPLIT_SIZE, size=size, seed=seed))
+    from segedge.data.datasets import open_dataset
+
+    kind, sep, root = data.partition(":")
+    if not sep or not root:
+        raise SegedgeError(f"--data takes synthetic or KIND:ROOT (e.g. cityscapes:/data/cityscapes), got {data!r}")
+    return open_dataset(kind, root, split, size=size), open_dataset(kind, root, "train", size=size)
+
+
+def reference_for(source: Source, eval_set, count: int, threads: int) -> Reference:
+    """FP32 logits of ``source`` on the first ``count`` evaluation images: what every artifact is compared to."""
+    images, masks = eval_set.batch(0, count)
+    inputs = to_network_input(images, source.spec.mean, source.spec.std)
+    return reference_from_runner(source.reference_runner(threads), inputs, masks, source.num_classes)
+
+
+def ranges_cache_path(directory: Path, icfg: Int8Config, sim_sha: str) -> Path:
+    """Where the calibration ranges for ``icfg`` live beside the artifacts.
+
+    The key holds only what the ranges depend on (``Int8Config.ranges_key``), so MinMax ranges serve the
+    x86, arm and tensorrt schemes alike. A cache written under the older ``calib.<method>.<u8|s8>.`` name
+    is picked up when it means the same ranges (u8: asymmetric collection, s8: symmetric).
+    """
+    path = directory / f"calib.{icfg.ranges_key()}.{sim_sha[:12]}.json"
+    legacy = directory / (f"calib.{icfg.calib_method}.{'s8' if icfg.symmetric_calibration else 'u8'}."
+                          f"{icfg.calib_images}.{sim_sha[:12]}.json")
+    if not path.is_file() and legacy.is_file():
+        return legacy
+    return path
+
+
+@dataclass(frozen=True)
+class CalibrationSetup:
+    """What quantizing an exported model needs besides its graph: for ``segedge sensitivity`` and friends."""
+
+    source: Source
+    eval_set: object
+    calib_set: object
+    ranges_cache: Path
+    threads: int
+
+
+def calibration_feed(calib_set, spec, icfg: Int8Config) -> tuple[Callable[[], Iterator[np.ndarray]], dict]:
+    """(generator of network inputs for ``calibrated_graph``, selection summary for the manifest)."""
+    indices, summary = calibration_indices(calib_set, icfg)
+
+    def inputs():
+        for i in indices:
+            image, _ = calib_set[i]
+            yield to_network_input(image, spec.mean, spec.std)
+
+    return inputs, summary
+
+
+def calibration_setup(config: ExportConfig, exported: "ExportResult", log: Log = lambda _: None) -> CalibrationSetup:
+    """The source, evaluation and calibration sets and ranges-cache path of an ``export_model`` result."""
+    source = resolve_source(config, log)
+    size = tuple(exported.manifest["config"]["input_size"])
+    eval_set, calib_set = evaluation_sets(config.data, size, config.seed)
+    if len(calib_set) < config.int8_config.calib_images:
+        raise CalibrationError(
+            f"calibration set has {len(calib_set)} images but {config.int8_config.calib_images} were asked for; "
+            f"lower --calib-images to at most {len(calib_set)}"
+        )
+    sim_sha = exported.manifest["stages"]["sim"]["sha256"]
+    return CalibrationSetup(source, eval_set, calib_set, ranges_cache_path(exported.directory, config.int8_config, sim_sha),
+                            config.threads or os.cpu_count() or 1)
+
+
+def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool = False) -> ExportResult:
+    """Run the chain for ``config``; returns the artifact directory and its manifest."""
+    config.int8_config.validate()
+    if config.eval_images < 1:
+        raise ValueError("eval_images must be >= 1")
+    if config.onnx is None and ":" not in config.model:  # refuse bad zoo input before any training
+        spec = get_spec(config.model)
+        spec.check_input_size(*(config.input_size or spec.default_input_size))
+    if config.builds("int8") and config.data == "synthetic" and config.int8_config.calib_images > CALIB_SPLIT_SIZE:
+        raise CalibrationError(
+            f"calibration set has {CALIB_SPLIT_SIZE} images but {config.int8_config.calib_images} were asked for; "
+            f"lower --calib-images to at most {CALIB_SPLIT_SIZE}"
+        )
+    threads = config.threads or os.cpu_count() or 1
+    source = resolve_source(config, log, progress)
+    spec = source.spec
+    size = tuple(config.input_size or spec.default_input_size)
+    eval_set, calib_set = evaluation_sets(config.data, size, config.seed)
+    if config.data != "synthetic" and eval_set.num_classes != source.num_classes:
+        raise SegedgeError(f"{source.name} predicts {source.num_classes} classes but {config.data} labels "
+                           f"{eval_set.num_classes}; evaluate on data with the model's classes")
+    if config.builds("int8") and len(calib_set) < config.int8_config.calib_images:
+        raise CalibrationError(
+            f"calibration set has {len(calib_set)} images but {config.int8_config.calib_images} were asked for; "
+            f"lower --calib-images to at most {len(calib_set)}"
+        )
+    eval_count = min(config.eval_images, len(eval_set))
+    base_config = {
+        "model": source.name,
+        **({"width": source.extra["width"]} if "width" in source.extra else {}),
+        "num_classes": source.num_classes,
+        "weights": source.weights_id,
+        "input_size": list(size),
+        "dynamic": config.dynamic,
+        **({"dynamic_batch": True} if config.dynamic_batch else {}),
+        "opset": EXPORT_OPSET if source.onnx is None else "given",
+        "normalization": {"mean": list(spec.mean), "std": list(spec.std)},
+        "eval": {"data": config.data, "split": "val", "images": eval_count, "seed": config.seed},
+    }
+    art = ArtifactDir.for_config(config.store, source.name, base_config)
+    manifest = art.read_manifest() or {
+        "model": source.name,
+        "created": _now(),
+        "config": base_config,
+        "checkpoint": source.checkpoint,
+        "source_onnx": str(source.onnx) if source.onnx else None,
+        "class_names": list(source.class_names),
+        "normalization": {"mean": list(spec.mean), "std": list(spec.std)},
+        "stages": {},
+    }
+    manifest["tools"] = tool_versions()
+
+    reference: Reference | None = None
+
+    def get_reference() -> Reference:
+        nonlocal reference
+        if reference is None:
+            reference = reference_for(source, eval_set, eval_count, threads)
+            manifest["reference"] = {"backend": source.reference_backend, "precision": "fp32", "miou": reference.miou,
+                                     "images": eval_count, "split": "val", "data": config.data}
+        return reference
+
+    def run_stage(stage: str, stage_config: dict, build: Callable[[Path], dict]) -> None:
+        if art.reusable_stage(manifest, stage, stage_config):
+            log(f"{stage:5s} reused  {art.file(STAGES[stage].file)}")
+            return
+        art.path.mkdir(parents=True, exist_ok=True)
+        final = art.file(STAGES[stage].file)
+        candidate = art.file(f".candidate.{STAGES[stage].file}")
+        try:
+            started = time.perf_counter()
+            info = build(candidate)
+            report = compare_to_reference(OnnxRuntimeRunner(candidate, threads=threads), get_reference())
+            gate = config.gates[stage]
+            entry = {
+                "file": final.name,
+                "config": stage_config,
+                "seconds": round(time.perf_counter() - started, 2),
+                **info,
+                "parity": report.as_dict(),
+                "gate": asdict(gate),
+            }
+            enforce_gate(stage, report, gate)
+            entry["sha256"] = sha256_file(candidate)
+            os.replace(candidate, final)
+        finally:
+            if candidate.exists():
+                candidate.unlink()
+        manifest["stages"][stage] = json.loads(json.dumps(entry))  # as the manifest file holds it (no tuples)
+        manifest["updated"] = _now()
+        art.write_manifest(manifest)
+        p = entry["parity"]
+        log(f"{stage:5s} ok      {final}  agreement {100 * p['argmax_agreement']:.3f} %  "
+            f"mIoU {100 * p['miou']:.2f} (drop {p['miou_drop_points']:+.2f})  max|Δ| {p['max_abs_diff']:.2e}")
+
+    def onnx_stage(candidate: Path) -> dict:
+        if source.onnx is not None:
+            return copy_checked_onnx(source.onnx, candidate)
+        info = onnx_from_torch(source.module, spec, candidate, size, dynamic=config.dynamic,
+                               dynamic_batch=config.dynamic_batch)
+        return {"opset": info.opset, "input_shape": list(info.input_shape), "output_shape": list(info.output_shape),
+                "dynamic_checked_at": list(info.second_size) if info.second_size else None}
+
+    run_stage("onnx", {"base": base_config}, onnx_stage)
+    onnx_sha = manifest["stages"]["onnx"]["sha256"]
+    onnx_path = art.file(STAGES["onnx"].file)
+    run_stage("sim", {"source_sha256": onnx_sha}, lambda c: simplified_onnx(onnx_path, c))
+    sim_sha = manifest["stages"]["sim"]["sha256"]
+    sim_path = art.file(STAGES["sim"].file)
+
+    if config.builds("fp16"):
+        run_stage("fp16", {"source_sha256": sim_sha}, lambda c: fp16_from_onnx(sim_path, c))
+
+    if config.builds("int8"):
+        icfg = config.int8_config
+        ranges = ranges_cache_path(art.path, icfg, sim_sha)
+
+        def int8_stage(candidate: Path) -> dict:
+            from tqdm import tqdm
+
+            started = time.perf_counter()
+            calibration_inputs, selection = calibration_feed(calib_set, spec, icfg)
+            with tqdm(total=icfg.calib_images, desc="calibrate", unit="img", disable=not progress) as bar:
+                with calibrated_graph(sim_path, calibration_inputs, icfg, available_images=len(calib_set),
+                                      ranges_cache=ranges, progress=lambda n: bar.update(n - bar.n)) as graph:
+                    bar.close()
+                    info = graph.quantize(candidate)
+                    if graph.equalization is not None:
+                        info["equalization"] = graph.equalization
+                    if icfg.max_drop is not None:
+                        info.update(mixed_precision(graph, candidate, art.file(STAGES["onnx"].file)))
+            split = "calib" if config.data == "synthetic" else "train"
+            return {"seconds": round(time.perf_counter() - started, 2), **info,
+                    "calibration": {"data": config.data, "split": split, "ranges_cache": ranges.name, **icfg.as_dict(),
+                                    "selection": selection}}
+
+        def mixed_precision(graph, candidate: Path, onnx_path: Path) -> dict:
+            import onnx
+
+            from segedge.verify.sensitivity import mixed_precision_search, torch_scopes
+
+            result = mixed_precision_search(graph, get_reference(), candidate, icfg.max_drop, icfg.max_search_steps,
+                                            threads=threads, scopes=torch_scopes(onnx_path), log=log,
+                                            order=icfg.search_order)
+            log(f"int8  {result.message}")
+            info = {"mixed_precision": result.as_dict(), **qdq_counts(onnx.load(str(candidate)))}
+            if not result.met:
+                info["warnings"] = [result.message]
+            return info
+
+        run_stage("int8", {"source_sha256": sim_sha, "int8": icfg.as_dict()}, int8_stage)
+
+    return ExportResult(art.path, manifest)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,195 @@
+"""Where the FP32 reference comes from: a zoo model, any ``nn.Module`` (``package.module:function``), or an
+ONNX file made outside segedge. The export chain and ``segedge eval`` treat all three alike.
+
+Bring-your-own inputs carry no ModelSpec, so the input layout, normalisation and class count come from
+flags and are checked against the model itself: a mismatch is a clear error, not a silent wrong figure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segedge.core.artifacts import atomic_path, sha256_file
+from segedge.core.errors import ArtifactError, CheckpointError, InputSizeError, SegedgeError
+from segedge.models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
+from segedge.backends.base import Runner
+
+
+@dataclass
+class Source:
+    """The reference network and what the chain needs to know about it."""
+
+    name: str
+    spec: ModelSpec
+    num_classes: int
+    class_names: tuple[str, ...]
+    weights_id: str
+    checkpoint: str | None = None
+    module: Any = None  # torch module, or None for an ONNX source
+    onnx: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+    def reference_runner(self, threads: int) -> Runner:
+        if self.module is not None:
+            from segedge.backends.torch import TorchRunner
+
+            return TorchRunner(self.module, threads=threads)
+        from segedge.backends.onnxruntime import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(self.onnx, threads=threads)
+
+    @property
+    def reference_backend(self) -> str:
+        return "torch" if self.module is not None else "onnxruntime (given ONNX)"
+
+
+def adhoc_spec(name: str, input_size: tuple[int, int] | None, mean, std, stride: int = 1) -> ModelSpec:
+    """A ModelSpec for a model segedge did not define: no builder, no stride constraint unless given."""
+
+    def no_builder(**_: Any):
+        raise SegedgeError(f"{name} is not a zoo model: segedge cannot build it")
+
+    return ModelSpec(
+        name=name, builder=no_builder, description=f"user model {name}",
+        default_input_size=tuple(input_size) if input_size else (512, 1024), mean=tuple(mean or IMAGENET_MEAN),
+        std=tuple(std or IMAGENET_STD), output_stride=stride, min_input_size=(stride, stride),
+    )
+
+
+def import_builder(reference: str):
+    """``package.module:function`` → the function (called with no arguments to build the module)."""
+    module_name, sep, attr = reference.partition(":")
+    if not sep or not module_name or not attr:
+        raise SegedgeError(f"--model {reference!r}: write a zoo name or package.module:function")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SegedgeError(f"cannot import {module_name!r} for --model {reference}: {exc}") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise SegedgeError(f"{module_name} has no {attr!r} (from --model {reference})") from None
+
+
+def load_state_dict_into(module, path: Path) -> dict:
+    """Load a raw or wrapped state dict; a mismatch lists missing / unexpected keys instead of a traceback."""
+    import torch
+
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({type(exc).__name__})") from None
+    state = payload.get("state_dict", payload.get("model", payload)) if isinstance(payload, dict) else None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds no state dict")
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or mismatched:
+        def show(keys):
+            return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+        parts = [f"missing keys: {show(missing)}" if missing else "",
+                 f"unexpected keys: {show(unexpected)}" if unexpected else "",
+                 f"shape mismatches: {show(mismatched)}" if mismatched else ""]
+        raise CheckpointError(f"checkpoint {path} does not fit the model: " + "; ".join(p for p in parts if p))
+    module.load_state_dict(state)
+    return {"missing": missing, "unexpected": unexpected}
+
+
+def module_source(reference: str, checkpoint: Path | None, input_size: tuple[int, int] | None, mean, std,
+                  num_classes: int | None, class_names) -> Source:
+    import torch
+
+    if input_size is None:
+        raise InputSizeError(f"--model {reference} needs --input-size HxW (segedge knows nothing of its layout)")
+    builder = import_builder(reference)
+    module = builder()
+    if not isinstance(module, torch.nn.Module):
+        raise SegedgeError(f"{reference}() returned {type(module).__name__}, not a torch.nn.Module")
+    if checkpoint is not None:
+        load_state_dict_into(module, Path(checkpoint))
+    module.eval()
+    with torch.inference_mode():
+        out = module(torch.zeros(1, 3, *input_size))
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    if out.ndim != 4 or tuple(out.shape[2:]) != tuple(input_size):
+        raise SegedgeError(f"{reference} returns {tuple(out.shape)} for a 1x3x{input_size[0]}x{input_size[1]} input; "
+                           "segedge needs N×C×H×W logits at the input's H×W")
+    classes = _check_classes(int(out.shape[1]), num_classes, class_names, reference)
+    name = reference.replace(":", ".").split(".")[-1]
+    weights = sha256_file(checkpoint) if checkpoint else "builder-" + hashlib.sha256(reference.encode()).hexdigest()[:12]
+    return Source(name=name, spec=adhoc_spec(name, input_size, mean, std), num_classes=len(classes),
+                  class_names=classes, weights_id=weights, checkpoint=str(checkpoint) if checkpoint else None, module=module)
+
+
+def onnx_source(path: Path, input_size: tuple[int, int] | None, mean, std, num_classes: int | None, class_names) -> Source:
+    """An ONNX segmentation model made elsewhere: one float32 N×3×H×W input, one N×C×H×W output."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"ONNX file {path} does not exist")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ArtifactError(f"{path} is not a readable ONNX model ({type(exc).__name__})") from None
+    initializer_names = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializer_names]
+    if len(inputs) != 1 or len(model.graph.output) != 1:
+        raise ArtifactError(f"{path} has {len(inputs)} inputs and {len(model.graph.output)} outputs; segedge needs one image input and one logits output")
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
+    if len(dims) != 4 or dims[1] not in (3, None):
+        raise ArtifactError(f"{path}: input {inputs[0].name} is shaped {dims}; segedge needs N×3×H×W (NCHW, RGB)")
+    if inputs[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+        raise ArtifactError(f"{path}: input must be float32")
+    static = tuple(dims[2:]) if None not in dims[2:] else None
+    if input_size is None and static is None:
+        raise InputSizeError(f"{path} has dynamic H/W: give --input-size HxW")
+    if static is not None and input_size is not None and tuple(input_size) != static:
+        raise InputSizeError(f"{path} takes a fixed {static[0]}x{static[1]} input, but --input-size asks for {input_size[0]}x{input_size[1]}")
+    size = tuple(input_size or static)
+    out_dims = [d.dim_value if d.HasField("dim_value") else None for d in model.graph.output[0].type.tensor_type.shape.dim]
+    channels = out_dims[1] if len(out_dims) == 4 else None
+    if channels is None:
+        from segedge.backends.onnxruntime import OnnxRuntimeRunner
+
+        with OnnxRuntimeRunner(path, threads=1) as runner:
+            channels = runner.infer(np.zeros((1, 3, *size), np.float32)).shape[1]
+    classes = _check_classes(int(channels), num_classes, class_names, str(path))
+    return Source(name=path.stem, spec=adhoc_spec(path.stem, size, mean, std), num_classes=len(classes),
+                  class_names=classes, weights_id=sha256_file(path), onnx=path)
+
+
+def _check_classes(channels: int, num_classes: int | None, class_names, what: str) -> tuple[str, ...]:
+    if num_classes is not None and num_classes != channels:
+        raise SegedgeError(f"{what} outputs {channels} classes but --num-classes says {num_classes}")
+    if class_names:
+        if len(class_names) != channels:
+            raise SegedgeError(f"{what} outputs {channels} classes but {len(class_names)} class names were given")
+        return tuple(class_names)
+    return tuple(f"class_{i}" for i in range(channels))
+
+
+def copy_checked_onnx(src: Path, dst: Path) -> dict:
+    """The given ONNX as the chain's model.onnx: checker-validated, copied atomically."""
+    import onnx
+
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+        try:
+            onnx.checker.check_model(str(tmp), full_check=True)
+        except Exception as exc:
+            raise ArtifactError(f"{src} fails onnx.checker: {str(exc).splitlines()[0]}") from None
+    model = onnx.load(str(dst), load_external_data=False)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return {"opset": opset, "source_file": str(src)}

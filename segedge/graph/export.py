@@ -1,0 +1,196 @@
+"""``onnx_from_torch``: PyTorch module → checked ONNX file.
+
+Checks that matter on the device rather than in the notebook: the input size suits the network's output
+stride, the opset is one TensorRT and onnxruntime both take (≥ 17; the opset actually written is recorded,
+since torch 2.13's dynamo exporter writes 18 and only logs a failed down-conversion), ``onnx.checker``'s full
+check passes, the output is N×C×H×W at the input's H×W, and with ``dynamic=True`` the graph really runs at a
+second size instead of carrying the export size baked into a constant.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from segedge.core.artifacts import atomic_path
+from segedge.core.errors import ArtifactError, InputSizeError
+from segedge.models.registry import ModelSpec
+
+MIN_OPSET = 17
+EXPORT_OPSET = 18  # what the dynamo exporter writes natively; asking for 17 only logs a failed conversion
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+# FP32 onnxruntime vs torch differ by ~1e-5 relative on most nets, up to 1.2e-3 on a trained SegNet (26 convs,
+# 512x1024, random input); a size baked into the graph differs by O(1). The argmax parity gate comes after.
+RUN_CHECK_RTOL = 5e-3
+
+
+@dataclass(frozen=True)
+class OnnxExportInfo:
+    path: Path
+    opset: int
+    input_shape: tuple[int | str, ...]
+    output_shape: tuple[int | str, ...]
+    dynamic: bool
+    second_size: tuple[int, int] | None  # the extra size a dynamic graph was run at
+    seconds: float
+
+
+@contextlib.contextmanager
+def quiet_exporter():
+    """The dynamo exporter prints progress to stdout and logs torchvision warnings: keep them out of the CLI."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def second_valid_size(spec: ModelSpec, size: tuple[int, int]) -> tuple[int, int]:
+    """A different valid size to prove a dynamic graph varies: one stride step larger in H, two in W."""
+    s = spec.size_multiple
+    return size[0] + s, size[1] + 2 * s
+
+
+def onnx_from_torch(
+    module,
+    spec: ModelSpec,
+    out_path: str | Path,
+    input_size: tuple[int, int],
+    dynamic: bool = False,
+    opset: int = EXPORT_OPSET,
+    dynamic_batch: bool = False,
+) -> OnnxExportInfo:
+    """Export ``module`` (eval mode) to ``out_path``; nothing lands there unless every check passes.
+
+    The batch is 1 unless ``dynamic_batch``: then N is symbolic and the graph is proven at batch 2 too (the
+    throughput rows of profiles with batch sizes > 1 need it).
+    """
+    import onnx
+    import torch
+    from torch.export import Dim
+
+    if opset < MIN_OPSET:
+        raise InputSizeError(f"opset {opset} is below {MIN_OPSET}: LayerNormalization and TensorRT's parser need ≥ {MIN_OPSET}")
+    spec.check_input_size(*input_size)
+    if dynamic and not spec.dynamic_hw:
+        raise InputSizeError(f"{spec.name} cannot be exported with dynamic H/W: {spec.dynamic_hw_reason or 'not supported'}")
+    module = module.eval()
+    height, width = input_size
+    example = torch.zeros(1, 3, height, width)
+    axes = {**({0: Dim.AUTO} if dynamic_batch else {}), **({2: Dim.AUTO, 3: Dim.AUTO} if dynamic else {})}
+    dynamic_shapes = (axes,) if axes else None
+
+    started = time.perf_counter()
+    with quiet_exporter():
+        program = torch.onnx.export(
+            module,
+            (example,),
+            None,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=opset,
+            dynamo=True,
+            dynamic_shapes=dynamic_shapes,
+            verbose=False,
+        )
+    proto = program.model_proto
+    if dynamic or dynamic_batch:
+        _name_dynamic_dims(proto)
+    if dynamic_batch and proto.graph.input[0].type.tensor_type.shape.dim[0].HasField("dim_value"):
+        raise ArtifactError(f"{spec.name} exported with its batch fixed to 1 although a dynamic batch was asked")
+    if dynamic:
+        baked = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim[2:] if d.HasField("dim_value")]
+        if baked:
+            # torch.onnx.export silently applies torch.export's suggested fix when model code turns H/W into
+            # Python ints: the graph then only works at the export size
+            raise ArtifactError(
+                f"{spec.name} exported with H/W fixed to {height}x{width} although --dynamic was asked: the model "
+                "turns the input size into a constant; export without --dynamic, or make the model size-agnostic"
+            )
+    written_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if written_opset < MIN_OPSET:
+        raise ArtifactError(f"the exporter wrote opset {written_opset}; segedge needs ≥ {MIN_OPSET}")
+
+    out_path = Path(out_path)
+    second = second_valid_size(spec, input_size) if dynamic else None
+    with atomic_path(out_path) as tmp:
+        onnx.save_model(proto, tmp)
+        onnx.checker.check_model(str(tmp), full_check=True)
+        checked = onnx.load(str(tmp))
+        in_shape = _shape_of(checked.graph.input[0])
+        out_shape = _shape_of(checked.graph.output[0])
+        _check_runs(tmp, module, input_size, spec)
+        if second is not None:
+            _check_runs(tmp, module, second, spec)
+        if dynamic_batch:
+            _check_runs(tmp, module, input_size, spec, batch=2)
+    return OnnxExportInfo(
+        path=out_path,
+        opset=written_opset,
+        input_shape=in_shape,
+        output_shape=out_shape,
+        dynamic=dynamic,
+        second_size=second,
+        seconds=round(time.perf_counter() - started, 2),
+    )
+
+
+def _name_dynamic_dims(proto) -> None:
+    """Give the exporter's symbolic dims (s16, s82...) names a user can read: height, width."""
+    names = {}
+    for value in list(proto.graph.input) + list(proto.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        for index, label in ((0, "batch"), (2, "height"), (3, "width")):
+            if len(dims) > index and dims[index].dim_param:
+                names.setdefault(dims[index].dim_param, label)
+    for value in list(proto.graph.input) + list(proto.graph.output) + list(proto.graph.value_info):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in names:
+                dim.dim_param = names[dim.dim_param]
+
+
+def _shape_of(value_info) -> tuple[int | str, ...]:
+    return tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in value_info.type.tensor_type.shape.dim)
+
+
+def _check_runs(path: Path, module, size: tuple[int, int], spec: ModelSpec, batch: int = 1) -> None:
+    """Run the file in onnxruntime at ``size``: output must be N×C×H×W and match torch."""
+    import torch
+
+    import onnxruntime as ort  # a plain session: the graph layer sits below the backends' runners
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, 3, *size), dtype=np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    del session
+    with torch.inference_mode():
+        want = module(torch.from_numpy(x)).numpy()
+    if got.shape != want.shape or got.shape[2:] != tuple(size):
+        raise ArtifactError(
+            f"exported graph returns {got.shape} at input {size[0]}x{size[1]}, torch returns {want.shape}; "
+            "expected N×C×H×W at the input's H×W"
+        )
+    if not np.isfinite(got).all():
+        raise ArtifactError(f"exported graph returns non-finite logits at input {size[0]}x{size[1]}")
+    diff = float(np.abs(got - want).max())
+    scale = max(1.0, float(np.abs(want).max()))
+    if diff > RUN_CHECK_RTOL * scale:
+        raise ArtifactError(
+            f"exported graph differs from torch at input {size[0]}x{size[1]} (max abs diff {diff:.3g}, "
+            f"logit scale {scale:.3g}); a size baked into the graph is the usual cause"
+        )

@@ -1,0 +1,440 @@
+"""``int8_from_onnx``: precision lives in the ONNX graph (FP16 is :mod:`segedge.graph.fp16`).
+
+INT8 is explicit QuantizeLinear/DequantizeLinear pairs
+with per-channel weights, so onnxruntime and TensorRT consume the same artifact and the same calibration.
+
+The scheme follows the target (:data:`INT8_SCHEMES`): on x86 onnxruntime, u8 activations run its fast u8s8
+kernels (measured 2.36× over FP32 versus 1.45× with s8 on a DeepLabv3+ at 512×1024); ARM onnxruntime takes
+symmetric s8 (signed dot-product kernels); TensorRT needs symmetric s8 with every zero point 0 and float biases.
+
+Calibration is fed in chunks: onnxruntime's histogram calibrators keep every intermediate output of every
+image they are given at once (past 24 GB at 512×1024), so segedge gives them a few images at a time
+(``Int8Config.images_per_pass``) and lets the histograms merge. The resulting ranges are cached as JSON beside the artifact and reused, by every
+scheme when the method is MinMax (see ``Int8Config.ranges_key``). :func:`calibrated_graph` calibrates once
+and quantizes as many ways as asked: all layers, one layer alone (sensitivity), all but some (mixed precision).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from segedge.core.artifacts import atomic_path
+from segedge.core.errors import CalibrationError, InputSizeError
+
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+CALIB_SELECTIONS = ("first", "balanced")  # which images of the calibration split calibrate (calibration_indices)
+SEARCH_ORDERS = ("sensitivity", "output-first")  # how the --max-drop search ranks layers (Int8Config.search_order)
+BALANCED_POOL = 4  # balanced selection picks calib_images out of this many times as many candidates
+ACTIVATION_TYPES = ("u8", "s8")
+QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")  # the layers sensitivity and mixed precision act on
+# Op types onnxruntime's quantizer would quantize by default but segedge keeps float, in every scheme.
+# Quantized, Softmax's output gets onnxruntime's fixed [0, 1] range (scale 1/255), whatever calibration saw;
+# attention probabilities over hundreds of keys are mostly far below 1/255 and round to 0. Kept float, the
+# next MatMul quantizes them with their calibrated range instead (SegFormer-B0: scale 1.2e-4, 34x finer).
+# Measured on SegFormer-B0 at 512x1024 (4 val images): 4.55 mIoU points lost (85.96 % argmax agreement) with
+# Softmax quantized, 0.25 (98.14 %) without. Leaving out LayerNorm, Add/Mul, Concat or Sigmoid/LeakyRelu/
+# GlobalAveragePool instead changed nothing measurable.
+FLOAT_OPS = ("Softmax",)
+
+
+@dataclass(frozen=True)
+class Int8Scheme:
+    """How a graph is quantized for one target's kernels. Weights are always s8, symmetric (zero point 0).
+
+    ``activation_symmetric`` puts activation zero points at 0 (128 would be u8's midpoint, so symmetric
+    schemes use s8). ``quantize_bias`` feeds Conv biases through an int32 DequantizeLinear, which
+    onnxruntime folds into its QLinearConv; TensorRT's DequantizeLinear takes int8 input only, so its
+    scheme keeps biases float and lets the builder fuse them.
+    """
+
+    name: str
+    activation: str  # "u8" | "s8"
+    activation_symmetric: bool
+    quantize_bias: bool
+    why: str
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "activation": self.activation,
+                "activation_symmetric": self.activation_symmetric, "quantize_bias": self.quantize_bias}
+
+
+X86 = Int8Scheme(
+    "x86", "u8", activation_symmetric=False, quantize_bias=True,
+    why="onnxruntime on x86: u8 activations feed the u8·s8 VPMADDUBSW/VNNI kernels (2.36x over FP32 vs "
+        "1.45x with s8, measured on DeepLabv3+ 512x1024); asymmetric keeps all 256 levels on ReLU outputs",
+)
+ARM = Int8Scheme(
+    "arm", "s8", activation_symmetric=True, quantize_bias=True,
+    why="onnxruntime on ARM64: s8 activations with s8 weights run the signed SDOT/SMMLA kernels (ARM has no "
+        "u8·s8 instruction); onnxruntime's quantize_static guidance for ARM CPUs is symmetric QInt8 "
+        "activations and weights, reduce_range off",
+)
+TENSORRT = Int8Scheme(
+    "tensorrt", "s8", activation_symmetric=True, quantize_bias=False,
+    why="TensorRT explicit quantization: int8 only, every zero point 0 (symmetric activations and weights), "
+        "per-channel weights on the output-channel axis; DequantizeLinear takes int8 input only, so biases "
+        "stay float",
+)
+INT8_SCHEMES: dict[str, Int8Scheme] = {s.name: s for s in (X86, ARM, TENSORRT)}
+_SCHEME_OF_ACTIVATION = {"u8": X86, "s8": TENSORRT}  # what the older activation-only setting meant
+
+
+def int8_scheme(name: str) -> Int8Scheme:
+    try:
+        return INT8_SCHEMES[name]
+    except KeyError:
+        raise InputSizeError(
+            f"unknown INT8 scheme {name!r}; choose one of {', '.join(INT8_SCHEMES)} "
+            "(x86 / arm: onnxruntime on that CPU; tensorrt: symmetric int8 for TensorRT)"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Int8Config:
+    calib_images: int = 32
+    calib_method: str = "minmax"
+    # the target's scheme (an Int8Scheme or its name); None: from ``activation``, else x86
+    scheme: Int8Scheme | str | None = None
+    # older setting kept for profiles and the CLI: u8 means the x86 scheme, s8 the tensorrt one; after
+    # construction it always holds the scheme's activation type
+    activation: str | None = None
+    per_channel: bool = True
+    # first: the split's first calib_images; balanced: greedy pick favouring rare classes (calibration_indices)
+    calib_select: str = "first"
+    # op types kept float that onnxruntime's quantizer would quantize (see FLOAT_OPS; () is onnxruntime's default)
+    float_ops: tuple[str, ...] = FLOAT_OPS
+    # cross-layer equalization of the prepared graph before calibration (segedge.graph.equalize): function-preserving
+    # rescaling of conv pairs so per-channel weight ranges even out (depthwise-heavy nets)
+    equalize: bool = False
+    # images per calibration pass, which bounds the calibrator's memory; None: 4 for minmax, 1 for the
+    # histogram methods (measured on BiSeNet at 512x1024, benchmarks/bench_calibration_memory.py: entropy
+    # peaks at 2.5 GB with 4 images a pass, 1.5 GB with 2, 1.0 GB with 1, and runs no slower with 1)
+    chunk: int | None = None
+    # automatic mixed precision: keep the most sensitive layers float until the mIoU drop (points) on the
+    # evaluation images is at most max_drop; None: no search. max_search_steps bounds the candidates tried.
+    max_drop: float | None = None
+    max_search_steps: int = 10
+    # which layers the search keeps float first: "sensitivity" (each layer quantized alone and measured, most
+    # costly first: one quantization and evaluation per layer up front) or "output-first" (the layers nearest
+    # the output first, unmeasured: for nets too heavy to measure layer by layer; classifier heads on
+    # low-margin logits are the usual culprits)
+    search_order: str = "sensitivity"
+
+    def __post_init__(self) -> None:
+        if self.activation is not None and self.activation not in ACTIVATION_TYPES:
+            raise InputSizeError(f"activation type must be one of {', '.join(ACTIVATION_TYPES)}, got {self.activation!r}")
+        scheme = self.scheme
+        if isinstance(scheme, str):
+            scheme = int8_scheme(scheme)
+        if scheme is None:
+            scheme = _SCHEME_OF_ACTIVATION[self.activation] if self.activation else X86
+        elif self.activation is not None and self.activation != scheme.activation:
+            raise InputSizeError(
+                f"activation type {self.activation} contradicts INT8 scheme {scheme.name}, which uses "
+                f"{scheme.activation} activations; give the scheme alone"
+            )
+        object.__setattr__(self, "float_ops", tuple(self.float_ops))
+        object.__setattr__(self, "scheme", scheme)
+        object.__setattr__(self, "activation", scheme.activation)
+
+    def validate(self) -> None:
+        if self.calib_method not in CALIB_METHODS:
+            raise InputSizeError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, got {self.calib_method!r}")
+        if self.calib_images < 1:
+            raise InputSizeError(f"--calib-images must be >= 1, got {self.calib_images}")
+        if self.calib_select not in CALIB_SELECTIONS:
+            raise InputSizeError(f"--calib-select must be one of {', '.join(CALIB_SELECTIONS)}, got {self.calib_select!r}")
+        if self.chunk is not None and self.chunk < 1:
+            raise InputSizeError(f"calibration chunk must be >= 1, got {self.chunk}")
+        if self.search_order not in SEARCH_ORDERS:
+            raise InputSizeError(f"--search-order must be one of {', '.join(SEARCH_ORDERS)}, got {self.search_order!r}")
+        if self.max_search_steps < 1:
+            raise InputSizeError(f"the mixed-precision search needs at least 1 step, got {self.max_search_steps}")
+
+    @property
+    def images_per_pass(self) -> int:
+        """``chunk``, or the method's measured default."""
+        return self.chunk if self.chunk is not None else (4 if self.calib_method == "minmax" else 1)
+
+    @property
+    def symmetric_calibration(self) -> bool:
+        """Whether the calibrator itself must collect symmetric ranges.
+
+        MinMax ranges are symmetrised by the quantizer when the scheme asks for it (max(|min|, |max|) either
+        way), so one MinMax cache serves every scheme; histogram methods pick their clipping range from a
+        symmetric or an asymmetric histogram, so their ranges depend on the scheme.
+        """
+        return self.scheme.activation_symmetric and self.calib_method != "minmax"
+
+    def ranges_key(self) -> str:
+        """What the calibration ranges depend on (besides the graph and the calibration images)."""
+        key = f"{self.calib_method}.{'sym' if self.symmetric_calibration else 'any'}.{self.calib_images}"
+        if self.calib_select != "first":
+            key = f"{key}.{self.calib_select}"
+        return f"{key}.cle" if self.equalize else key
+
+    def op_types(self) -> list[str]:
+        """The op types this config quantizes: onnxruntime's default set (both of its registries, so it follows
+        the installed version), less ``float_ops``."""
+        from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+        return sorted((set(QDQRegistry) | set(QLinearOpsRegistry)) - set(self.float_ops))
+
+    def as_dict(self) -> dict:
+        # the resolved op types too: an artifact made with another op set is never reused for this config
+        return {**asdict(self), "scheme": self.scheme.as_dict(), "op_types": self.op_types()}
+
+
+def calibration_indices(dataset, config: Int8Config, ignore_index: int = 255) -> tuple[list[int], dict]:
+    """Which images of ``dataset`` (items ``(image, mask)``) calibrate, and a summary for the manifest.
+
+    ``first`` takes the first ``calib_images``. ``balanced`` looks at the masks of the first
+    ``BALANCED_POOL`` × ``calib_images`` images and greedily adds the image whose pixels fall most on the
+    classes least covered so far (each class weighs 1 / (1 + its pixel share summed over the images already
+    chosen)): activation ranges then see rare classes (poles, signs, riders) that a handful of road-dominated
+    frames would miss. The summary gives the pixel share of the rarest present class either way.
+    """
+    count = config.calib_images
+    if count > len(dataset):
+        raise CalibrationError(
+            f"calibration set has {len(dataset)} images but {count} were asked for; lower --calib-images to at "
+            f"most {len(dataset)}"
+        )
+    if config.calib_select == "first":
+        return list(range(count)), {"select": "first"}
+    pool = min(len(dataset), BALANCED_POOL * count)
+    num_classes = int(getattr(dataset, "num_classes", 0) or len(dataset.class_names))
+    shares = np.zeros((pool, num_classes))
+    for i in range(pool):
+        _, mask = dataset[i]
+        labels = mask[mask != ignore_index].ravel()
+        counts = np.bincount(labels[labels < num_classes], minlength=num_classes)[:num_classes]
+        shares[i] = counts / max(1, counts.sum())
+    chosen: list[int] = []
+    covered = np.zeros(num_classes)
+    available = np.ones(pool, dtype=bool)
+    for _ in range(count):
+        score = np.where(available, shares @ (1.0 / (1.0 + covered)), -np.inf)
+        best = int(np.argmax(score))
+        chosen.append(best)
+        available[best] = False
+        covered += shares[best]
+
+    def rarest(indices) -> float:
+        total = shares[indices].sum(0)
+        present = total[total > 0]
+        return round(float(present.min() / total.sum()), 5) if present.size else 0.0
+
+    return sorted(chosen), {"select": "balanced", "pool": pool, "rarest_class_share": rarest(chosen),
+                            "rarest_class_share_first": rarest(list(range(count)))}
+
+
+class _ArrayReader:
+    """onnxruntime's one-method ``CalibrationDataReader`` protocol over a list of input arrays."""
+
+    def __init__(self, input_name: str, arrays: list[np.ndarray]) -> None:
+        self._items = iter([{input_name: a} for a in arrays])
+
+    def get_next(self) -> dict | None:
+        return next(self._items, None)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A node that quantization turns into an integer kernel: what sensitivity ranks and mixed precision keeps float."""
+
+    name: str
+    op_type: str
+
+
+class CalibratedGraph:
+    """A graph prepared for quantization plus its activation ranges: calibrate once, quantize many ways.
+
+    Node names are those of the prepared graph (after onnxruntime's pre-processing fusions), which is what
+    ``quantize(only=..., exclude=...)`` and a manifest's list of float layers refer to.
+    """
+
+    def __init__(self, prepared: Path, ranges: Path, config: Int8Config, input_name: str,
+                 equalization: dict | None = None) -> None:
+        self.prepared = prepared
+        self.ranges = ranges
+        self.config = config
+        self.input_name = input_name
+        self.equalization = equalization  # segedge.graph.equalize's report when config.equalize
+
+    def layers(self) -> list[Layer]:
+        """Conv/ConvTranspose/MatMul/Gemm nodes in graph order."""
+        import onnx
+
+        graph = onnx.load(str(self.prepared), load_external_data=False).graph
+        return [Layer(n.name, n.op_type) for n in graph.node if n.op_type in QUANTIZABLE_OPS]
+
+    def quantize(self, dst: str | Path, only: list[str] | None = None, exclude: list[str] | None = None) -> dict:
+        """Write the Q/DQ graph to ``dst``: every layer, ``only`` these, or all but ``exclude`` (kept float)."""
+        import onnx
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+        if only is not None and not only:
+            raise InputSizeError("quantize(only=[]) would quantize nothing; give at least one layer")
+        known = {layer.name for layer in self.layers()}
+        unknown = sorted((set(only or ()) | set(exclude or ())) - known)
+        if unknown:
+            raise InputSizeError(
+                f"no quantizable layer named {', '.join(unknown[:5])} in the prepared graph "
+                f"({len(known)} layers; see CalibratedGraph.layers())"
+            )
+        scheme = self.config.scheme
+        with atomic_path(dst) as tmp:
+            quantize_static(
+                str(self.prepared),
+                str(tmp),
+                calibration_data_reader=None,
+                calibration_cache_path=str(self.ranges),
+                quant_format=QuantFormat.QDQ,
+                per_channel=self.config.per_channel,
+                activation_type=QuantType.QUInt8 if scheme.activation == "u8" else QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_quantize=list(only) if only is not None else None,
+                nodes_to_exclude=list(exclude) if exclude else None,
+                op_types_to_quantize=self.config.op_types(),
+                calibrate_method=_calibration_method(self.config.calib_method),
+                extra_options={
+                    "ActivationSymmetric": scheme.activation_symmetric,
+                    "WeightSymmetric": True,
+                    "QuantizeBias": scheme.quantize_bias,
+                },
+            )
+            onnx.checker.check_model(str(tmp), full_check=True)
+            counts = qdq_counts(onnx.load(str(tmp)))
+        return counts
+
+
+def _calibration_method(name: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile}[name]
+
+
+@contextmanager
+def calibrated_graph(
+    src: str | Path,
+    calibration_batches: Callable[[], Iterator[np.ndarray]],
+    config: Int8Config,
+    available_images: int,
+    input_name: str | None = None,
+    ranges_cache: str | Path | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[CalibratedGraph]:
+    """Prepare ``src`` for quantization and calibrate it (or load ``ranges_cache`` when it exists).
+
+    ``calibration_batches()`` yields network inputs (1×3×H×W float32) one image at a time, at most
+    ``config.calib_images`` of them; ``available_images`` is how many the calibration split holds.
+    ``progress(n)`` is called after each chunk with the number of images done. The prepared graph lives
+    in a temporary directory for the duration of the ``with`` block.
+    """
+    import onnx
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    config.validate()
+    if available_images < config.calib_images:
+        raise CalibrationError(
+            f"calibration set has {available_images} images but {config.calib_images} were asked for; "
+            f"lower --calib-images to at most {available_images}"
+        )
+    with tempfile.TemporaryDirectory(prefix="segedge-int8-") as work:
+        prepared = Path(work) / "prepared.onnx"
+        # shape inference + onnxruntime's graph fusions so Q/DQ land where kernels fuse (conv+relu, ...)
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        equalization = None
+        if config.equalize:
+            from segedge.graph.equalize import equalize_file
+
+            equalization = equalize_file(prepared, prepared)
+        if input_name is None:  # the graph's own image input (a bring-your-own ONNX names it as it likes)
+            graph = onnx.load(str(prepared), load_external_data=False).graph
+            weights = {t.name for t in graph.initializer}
+            input_name = next(i.name for i in graph.input if i.name not in weights)
+
+        ranges_path = Path(ranges_cache) if ranges_cache else Path(work) / "ranges.json"
+        if not ranges_path.is_file():
+            calibrator = create_calibrator(
+                prepared,
+                augmented_model_path=str(Path(work) / "augmented.onnx"),
+                calibrate_method=_calibration_method(config.calib_method),
+                extra_options={"symmetric": config.symmetric_calibration},
+            )
+            seen = 0
+            chunk: list[np.ndarray] = []
+            for array in calibration_batches():
+                chunk.append(array)
+                seen += 1
+                if len(chunk) == config.images_per_pass:
+                    calibrator.collect_data(_ArrayReader(input_name, chunk))
+                    chunk = []
+                    if progress:
+                        progress(seen)
+                if seen == config.calib_images:
+                    break
+            if chunk:
+                calibrator.collect_data(_ArrayReader(input_name, chunk))
+                if progress:
+                    progress(seen)
+            if seen < config.calib_images:
+                raise CalibrationError(
+                    f"calibration data ran out after {seen} images; {config.calib_images} were asked for"
+                )
+            ranges = calibrator.compute_data()
+            del calibrator
+            with atomic_path(ranges_path) as tmp:
+                save_tensors_data(ranges, tmp)
+        yield CalibratedGraph(prepared, ranges_path, config, input_name, equalization)
+
+
+def int8_from_onnx(
+    src: str | Path,
+    dst: str | Path,
+    calibration_batches: Callable[[], Iterator[np.ndarray]],
+    config: Int8Config,
+    available_images: int,
+    input_name: str | None = None,
+    ranges_cache: str | Path | None = None,
+    progress: Callable[[int], None] | None = None,
+    keep_float: list[str] | None = None,
+) -> dict:
+    """Static Q/DQ quantization of ``src`` into ``dst`` with ``config.scheme``; ``keep_float`` names layers
+    (of the prepared graph, see :class:`CalibratedGraph`) left in float. Arguments as :func:`calibrated_graph`.
+    """
+    started = time.perf_counter()
+    with calibrated_graph(src, calibration_batches, config, available_images, input_name, ranges_cache, progress) as graph:
+        counts = graph.quantize(dst, exclude=keep_float)
+    return {"seconds": round(time.perf_counter() - started, 2), **counts}
+
+
+def qdq_counts(model) -> dict:
+    ops = [n.op_type for n in model.graph.node]
+    return {
+        "quantize_nodes": ops.count("QuantizeLinear"),
+        "dequantize_nodes": ops.count("DequantizeLinear"),
+        "float_convs_left": _float_convs(model),
+    }
+
+
+def _float_convs(model) -> int:
+    """Convs whose weight does not come through a DequantizeLinear: layers left in float."""
+    produced_by = {out: node for node in model.graph.node for out in node.output}
+    count = 0
+    for node in model.graph.node:
+        if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 1:
+            producer = produced_by.get(node.input[1])
+            if producer is None or producer.op_type != "DequantizeLinear":
+                count += 1
+    return count

@@ -1,0 +1,266 @@
+"""The trainer: every figure segedge reports comes from a trained network (argmax agreement and mIoU drop
+are meaningless on random weights), trained here on the built-in synthetic scenes or a real dataset.
+
+Any loss of :mod:`segedge.train.losses` (``--loss ce+dice``), AdamW or SGD, poly / cosine / plateau schedules,
+auxiliary heads (a model returning ``(main, *aux)`` in training mode gets ``AUX_WEIGHT`` × loss on each),
+random scale, crop, flip and colour jitter, evaluation every N iterations keeping the best weights, resume
+from a training state, and a seed that makes a run reproducible on the same machine.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from segedge.core.artifacts import atomic_path, config_hash
+from segedge.models.checkpoint import Checkpoint, cache_dir, load_checkpoint, save_checkpoint
+from segedge.data.synthetic import IGNORE_INDEX, SyntheticScenes
+from segedge.data.transforms import colour_jitter, random_scale_crop_flip, to_network_input
+from segedge.core.errors import CheckpointError, InputSizeError, SegedgeError
+from segedge.core.metrics import ConfusionMatrix, SegmentationScores
+from segedge.models.registry import get_spec
+
+AUX_WEIGHT = 0.4  # BiSeNet's auxiliary-loss weight; applies to any model returning (main, *aux) in training
+SCHEDULES = ("poly", "cosine", "plateau")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str
+    width: float = 1.0
+    iterations: int = 400
+    batch_size: int = 8
+    scene_size: tuple[int, int] = (512, 1024)
+    crop: tuple[int, int] = (256, 256)
+    train_scenes: int = 160  # synthetic scenes rendered once and cropped from (real data: the whole split)
+    val_images: int = 8
+    data: str = "synthetic"  # or KIND:ROOT, e.g. cityscapes:/data/cityscapes (see segedge.data.open_dataset)
+    loss: str = "ce"
+    optimizer: str = "adamw"
+    schedule: str = "poly"
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    scale_range: tuple[float, float] = (1.0, 1.0)
+    jitter: float = 0.0
+    eval_every: int = 0  # 0: evaluate once at the end
+    seed: int = 0
+    threads: int | None = None
+
+    def validate(self) -> None:
+        spec = get_spec(self.model)
+        if self.optimizer not in ("adamw", "sgd"):
+            raise InputSizeError(f"optimizer must be adamw or sgd, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise InputSizeError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        for name in ("iterations", "batch_size", "train_scenes", "val_images"):
+            if getattr(self, name) < 1:
+                raise InputSizeError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size < spec.min_train_batch:
+            raise InputSizeError(
+                f"batch-size must be >= {spec.min_train_batch} for {spec.name}: BatchNorm on its pooled 1x1 maps "
+                "needs several samples per step"
+            )
+        if not 0 < self.scale_range[0] <= self.scale_range[1]:
+            raise InputSizeError(f"scale range must be 0 < low <= high, got {self.scale_range}")
+        if not 0 <= self.jitter < 1:
+            raise InputSizeError(f"jitter must be within [0, 1), got {self.jitter}")
+        if self.eval_every < 0:
+            raise InputSizeError(f"eval-every must be >= 0, got {self.eval_every}")
+        spec.check_input_size(*self.crop)
+        spec.check_input_size(*self.scene_size)
+        if self.crop[0] > self.scene_size[0] or self.crop[1] > self.scene_size[1]:
+            raise InputSizeError(f"crop {self.crop} is larger than the scene size {self.scene_size}")
+
+    def recipe(self) -> dict:
+        recipe = asdict(self)
+        recipe.pop("threads")  # thread count changes speed, not weights
+        return recipe
+
+    def cache_key(self) -> str:
+        return f"{get_spec(self.model).name}-{config_hash(self.recipe())}"
+
+
+def cached_checkpoint_path(config: TrainConfig) -> Path:
+    return cache_dir() / "checkpoints" / f"{config.cache_key()}.pt"
+
+
+def state_path(checkpoint: Path) -> Path:
+    """Optimizer, schedule, iteration and RNG state beside a checkpoint, for ``--resume``."""
+    return checkpoint.with_suffix(".state.pt")
+
+
+def open_splits(config: TrainConfig):
+    """(train dataset, val dataset, class names) for ``config.data``."""
+    if config.data == "synthetic":
+        train = SyntheticScenes("train", config.train_scenes, size=config.scene_size, seed=config.seed)
+        val = SyntheticScenes("val", config.val_images, size=config.scene_size, seed=config.seed)
+        return train, val, train.class_names
+    from segedge.data.datasets import open_dataset
+
+    kind, sep, root = config.data.partition(":")
+    if not sep or not root:
+        raise SegedgeError(f"--data takes synthetic or KIND:ROOT (e.g. cityscapes:/data/cityscapes), got {config.data!r}")
+    train = open_dataset(kind, root, "train", size=config.scene_size)
+    val = open_dataset(kind, root, "val", size=config.scene_size)
+    return train, val, tuple(train.class_names)
+
+
+def evaluate_torch(module, spec, images: np.ndarray, masks: np.ndarray, num_classes: int, batch: int = 2) -> SegmentationScores:
+    """Scores of a torch module on uint8 images / masks (the FP32 reference's score)."""
+    import torch
+
+    cm = ConfusionMatrix(num_classes, IGNORE_INDEX)
+    was_training = module.training
+    module.eval()
+    with torch.inference_mode():
+        for start in range(0, len(images), batch):
+            x = torch.from_numpy(to_network_input(images[start : start + batch], spec.mean, spec.std))
+            cm.update(masks[start : start + batch], module(x).argmax(1).numpy())
+    module.train(was_training)
+    return cm.scores()
+
+
+def _schedule(optimizer, config: TrainConfig):
+    import torch
+
+    if config.schedule == "poly":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(0.0, 1 - it / config.iterations) ** 0.9)
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 0.5 * (1 + math.cos(math.pi * min(it, config.iterations) / config.iterations)))
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=2)
+
+
+def train(config: TrainConfig, out: str | Path | None = None, progress: bool = True, resume: str | Path | None = None) -> Checkpoint:
+    """Train and save the best checkpoint (to ``out`` or the cache); returns it loaded."""
+    import torch
+    from tqdm import tqdm
+
+    from segedge.train.losses import build_loss
+
+    config.validate()
+    spec = get_spec(config.model)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    path = Path(out) if out else cached_checkpoint_path(config)
+
+    train_set, val_set, class_names = open_splits(config)
+    num_classes = len(class_names)
+    criterion = build_loss(config.loss, num_classes, IGNORE_INDEX)
+    started = time.perf_counter()
+    synthetic = config.data == "synthetic"
+    pool = train_set.batch(0, config.train_scenes) if synthetic else None
+    val_count = min(config.val_images, len(val_set))
+    val_images, val_masks = val_set.batch(0, val_count)
+
+    model = spec.build(num_classes=num_classes, width=config.width).train()
+    if config.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    scheduler = _schedule(optimizer, config)
+    start_it, best, history = 0, None, []
+
+    if resume is not None:
+        start_it, best, history = _load_state(Path(resume), config, model, optimizer, scheduler, rng)
+
+    def sample():
+        index = int(rng.integers(0, config.train_scenes if synthetic else len(train_set)))
+        image, mask = (pool[0][index], pool[1][index]) if synthetic else train_set[index]
+        image, mask = random_scale_crop_flip(image, mask, config.crop, rng, config.scale_range)
+        return colour_jitter(image, rng, config.jitter), mask
+
+    def evaluate(iteration: int) -> float:
+        nonlocal best
+        scores = evaluate_torch(model, spec, val_images, val_masks, num_classes)
+        history.append({"iteration": iteration, "miou": scores.mean_iou})
+        if best is None or scores.mean_iou > best["miou"]:
+            best = {"miou": scores.mean_iou, "pixel_accuracy": scores.pixel_accuracy, "iteration": iteration,
+                    "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+        if config.schedule == "plateau":
+            scheduler.step(scores.mean_iou)
+        return scores.mean_iou
+
+    bar = tqdm(range(start_it, config.iterations), desc=f"train {spec.name}", disable=not progress, unit="it",
+               initial=start_it, total=config.iterations)
+    last_miou = float("nan")
+    for it in bar:
+        crops = [sample() for _ in range(config.batch_size)]
+        x = torch.from_numpy(to_network_input(np.stack([c[0] for c in crops]), spec.mean, spec.std))
+        y = torch.from_numpy(np.stack([c[1] for c in crops]).astype(np.int64))
+        outputs = model(x)
+        outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+        loss = criterion(outputs[0], y)
+        for aux in outputs[1:]:
+            loss = loss + AUX_WEIGHT * criterion(aux, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if config.schedule != "plateau":
+            scheduler.step()
+        done = it + 1
+        if config.eval_every and done % config.eval_every == 0 and done < config.iterations:
+            last_miou = evaluate(done)
+            model.train()
+            _save_state(state_path(path), config, model, optimizer, scheduler, rng, done, best, history)
+        bar.set_postfix(loss=f"{loss.item():.3f}", mIoU=f"{100 * last_miou:.1f}")
+    evaluate(config.iterations)
+    model.load_state_dict(best["state_dict"])
+    info = {
+        "config": config.recipe(),
+        "seconds": round(time.perf_counter() - started, 1),
+        "val_miou": best["miou"],
+        "val_pixel_accuracy": best["pixel_accuracy"],
+        "best_iteration": best["iteration"],
+        "history": history,
+        "val_images": val_count,
+        "torch_threads": torch.get_num_threads(),
+    }
+    save_checkpoint(path, model.eval(), spec.name, config.width, class_names, info)
+    _save_state(state_path(path), config, model, optimizer, scheduler, rng, config.iterations, best, history)
+    return load_checkpoint(path)
+
+
+def _save_state(path: Path, config, model, optimizer, scheduler, rng, iteration, best, history) -> None:
+    import torch
+
+    payload = {"recipe": config.recipe(), "iteration": iteration, "model": model.state_dict(),
+               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+               "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "best": best, "history": history}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _load_state(path: Path, config, model, optimizer, scheduler, rng):
+    import torch
+
+    if not path.is_file():
+        raise CheckpointError(f"no training state at {path} to resume from (it is written beside the checkpoint as *.state.pt)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise CheckpointError(f"training state {path} is unreadable ({type(exc).__name__})") from None
+    recipe = {k: v for k, v in config.recipe().items() if k != "iterations"}
+    saved = {k: v for k, v in state["recipe"].items() if k != "iterations"}
+    if saved != recipe:
+        changed = sorted(k for k in recipe if recipe[k] != saved.get(k))
+        raise CheckpointError(f"cannot resume from {path}: the recipe changed ({', '.join(changed)}); only --iterations may grow")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    rng.bit_generator.state = state["rng"]
+    torch.set_rng_state(state["torch_rng"])
+    return state["iteration"], state["best"], state["history"]
+
+
+def trained_checkpoint(config: TrainConfig, progress: bool = True) -> Checkpoint:
+    """The cached checkpoint for this recipe, training it first if the cache lacks it."""
+    path = cached_checkpoint_path(config)
+    if path.is_file():
+        return load_checkpoint(path, expect_model=config.model)
+    return train(config, progress=progress)

@@ -1,0 +1,317 @@
+"""Which layers INT8 hurts, and automatic mixed precision built on that ranking.
+
+Sensitivity quantizes one layer (or one block of layers) *alone* and measures the mIoU drop and argmax
+agreement against the FP32 reference on the evaluation images. Calibration runs once: every variant reads
+the same ranges cache (:class:`~segedge.graph.int8.CalibratedGraph`), so a layer's figure differs from another's
+only by which weights and activations were rounded.
+
+Mixed precision starts from the full-INT8 graph and, when its drop exceeds the budget, keeps the most
+sensitive layers float in growing groups (1, 2, 3, 4, 6, 8, 12, ... then all) until the drop meets the
+budget. Sensitivities do not add up exactly (quantization errors interact), which is why every candidate
+is measured rather than predicted. The search stops at the first candidate that meets the budget, and
+says so; when even the all-float candidate (or the last step allowed) misses, it says that instead.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from segedge.verify.compare import ParityReport, Reference, compare_to_reference
+from segedge.graph.int8 import CalibratedGraph
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class LayerSensitivity:
+    """One layer (or block) quantized alone, everything else float."""
+
+    name: str  # the node name in the prepared graph, or the block's module path
+    op_type: str  # "Conv", ...; "block" for a group
+    layers: tuple[str, ...]  # node names quantized together
+    scope: str  # the torch module the layer came from, where the export recorded it; "" otherwise
+    miou_drop: float  # points
+    argmax_agreement: float
+    max_abs_diff: float
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "layers": list(self.layers)}
+
+
+def _most_sensitive_first(item: LayerSensitivity) -> tuple[float, float]:
+    # mIoU drop decides; on a small evaluation set many layers tie at ~0, and argmax agreement breaks the tie
+    return (-round(item.miou_drop, 3), item.argmax_agreement)
+
+
+def torch_scopes(onnx_path: str | Path) -> dict[str, str]:
+    """Node name → torch module path (``down1.1.conv``) from the exporter's metadata, when it recorded one.
+
+    The simplifier and onnxruntime's pre-processing drop node metadata but keep node names, so this reads
+    the unsimplified export.
+    """
+    import ast
+
+    import onnx
+
+    scopes = {}
+    for node in onnx.load(str(onnx_path), load_external_data=False).graph.node:
+        props = {p.key: p.value for p in node.metadata_props}
+        if "pkg.torch.onnx.name_scopes" not in props:
+            continue
+        try:
+            names = ast.literal_eval(props["pkg.torch.onnx.name_scopes"])
+        except (ValueError, SyntaxError):
+            continue
+        modules = [n for n in names[:-1] if n]  # the last entry is the op itself
+        if modules:
+            scopes[node.name] = modules[-1]
+    return scopes
+
+
+def blocks(graph: CalibratedGraph, scopes: dict[str, str], depth: int) -> dict[str, list[str]]:
+    """Group the graph's layers by the first ``depth`` components of their torch module path."""
+    groups: dict[str, list[str]] = {}
+    for layer in graph.layers():
+        scope = scopes.get(layer.name)
+        key = ".".join(scope.split(".")[:depth]) if scope else layer.name
+        groups.setdefault(key, []).append(layer.name)
+    return groups
+
+
+def layer_sensitivity(
+    graph: CalibratedGraph,
+    reference: Reference,
+    threads: int = 1,
+    groups: dict[str, list[str]] | None = None,
+    scopes: dict[str, str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[LayerSensitivity]:
+    """Quantize each layer (or each of ``groups``) alone and compare it to ``reference``; most sensitive first."""
+    from segedge.backends.onnxruntime import OnnxRuntimeRunner
+
+    scopes = scopes or {}
+    op_types = {layer.name: layer.op_type for layer in graph.layers()}
+    units = groups or {name: [name] for name in op_types}
+    results = []
+    with tempfile.TemporaryDirectory(prefix="segedge-sensitivity-") as work:
+        path = Path(work) / "one.onnx"
+        for done, (name, members) in enumerate(units.items(), 1):
+            graph.quantize(path, only=members)
+            report = compare_to_reference(OnnxRuntimeRunner(path, threads=threads), reference)
+            single = len(members) == 1 and name == members[0]
+            results.append(LayerSensitivity(
+                name=name,
+                op_type=op_types[members[0]] if single else "block",
+                layers=tuple(members),
+                scope=scopes.get(members[0], "") if single else name,
+                miou_drop=report.miou_drop,
+                argmax_agreement=report.argmax_agreement,
+                max_abs_diff=report.max_abs_diff,
+            ))
+            if progress:
+                progress(done, len(units))
+    return sorted(results, key=_most_sensitive_first)
+
+
+def sensitivity_markdown(results: list[LayerSensitivity], top: int | None = None,
+                         full_int8: ParityReport | None = None) -> str:
+    """A Markdown table, most sensitive first."""
+    shown = results[:top] if top else results
+    lines = ["| rank | layer | op | module | mIoU drop (points) | argmax agreement % | max abs diff |",
+             "|---:|---|---|---|---:|---:|---:|"]
+    for rank, item in enumerate(shown, 1):
+        lines.append(f"| {rank} | `{item.name}` | {item.op_type} | {item.scope or '–'} | {item.miou_drop:+.3f} | "
+                     f"{100 * item.argmax_agreement:.3f} | {item.max_abs_diff:.3g} |")
+    if top and len(results) > top:
+        lines.append(f"\n{len(results) - top} more layers, less sensitive, not shown.")
+    if full_int8 is not None:
+        lines.append(f"\nEvery layer in INT8 at once: mIoU drop {full_int8.miou_drop:+.3f} points, argmax agreement "
+                     f"{100 * full_int8.argmax_agreement:.3f} % on {full_int8.images} images.")
+    return "\n".join(lines)
+
+
+def sensitivity_bar_chart(results: list[LayerSensitivity], path: str | Path, top: int | None = None,
+                          title: str = "INT8 sensitivity: each layer quantized alone") -> Path:
+    """Horizontal bars of mIoU drop per layer (most sensitive on top), argmax disagreement beside them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = (results[:top] if top else results)[::-1]
+    labels = [f"{r.name} ({r.scope})" if r.scope and r.scope != r.name else r.name for r in shown]
+    height = max(2.5, 0.28 * len(shown) + 1.2)
+    fig, (ax_drop, ax_agree) = plt.subplots(1, 2, figsize=(11, height), sharey=True,
+                                            gridspec_kw={"width_ratios": [3, 2]})
+    y = range(len(shown))
+    drops = [r.miou_drop for r in shown]
+    ax_drop.barh(y, drops, color=["#c0392b" if d > 0 else "#7f8c8d" for d in drops])
+    ax_drop.set_yticks(list(y), labels, fontsize=7)
+    ax_drop.axvline(0, color="black", linewidth=0.6)
+    ax_drop.set_xlabel("mIoU drop vs FP32 (points)")
+    ax_agree.barh(y, [100 * (1 - r.argmax_agreement) for r in shown], color="#2980b9")
+    ax_agree.set_xlabel("pixels whose class changes (%)")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# automatic mixed precision ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SearchStep:
+    float_layers: int
+    miou_drop: float
+    argmax_agreement: float
+    meets_budget: bool
+
+
+@dataclass(frozen=True)
+class MixedPrecisionResult:
+    max_drop: float
+    met: bool
+    full_int8: ParityReport
+    chosen: ParityReport
+    kept_float: tuple[LayerSensitivity, ...]  # with the sensitivity that got each one kept
+    steps: tuple[SearchStep, ...]
+    quantizable_layers: int
+    latency_ms: dict  # median ms at batch 1: fp32, full_int8, chosen (onnxruntime, interleaved)
+    message: str
+    order: str = "sensitivity"
+
+    def as_dict(self) -> dict:
+        return {
+            "max_drop_points": self.max_drop,
+            "order": self.order,
+            "met": self.met,
+            "message": self.message,
+            "quantizable_layers": self.quantizable_layers,
+            "kept_float": [
+                {"layer": k.name, "op_type": k.op_type, "module": k.scope, "why": (
+                    "among the layers nearest the output (output-first search: not measured alone)"
+                    if math.isnan(k.miou_drop) else
+                    f"quantized alone it costs {k.miou_drop:+.3f} mIoU points and "
+                    f"{100 * (1 - k.argmax_agreement):.3f} % of pixels change class"),
+                 "alone_miou_drop_points": k.miou_drop, "alone_argmax_agreement": k.argmax_agreement}
+                for k in self.kept_float
+            ],
+            "full_int8": {"miou_drop_points": self.full_int8.miou_drop,
+                          "argmax_agreement": self.full_int8.argmax_agreement},
+            "chosen": {"miou_drop_points": self.chosen.miou_drop, "argmax_agreement": self.chosen.argmax_agreement},
+            "steps": [asdict(s) for s in self.steps],
+            "latency_ms": self.latency_ms,
+        }
+
+
+def exclusion_schedule(layers: int, max_steps: int) -> list[int]:
+    """How many of the most sensitive layers to keep float at each step: 1, 2, 3, 4, 6, 8, 12, 16, 24, ...
+
+    One at a time first (a segmentation net usually has a handful of fragile layers: the first conv, the
+    classifier, a depthwise projection), then growing by half; the last step allowed keeps every layer
+    float, so a budget missed there cannot be met by any exclusion set of this ranking.
+    """
+    counts, k = [], 1
+    while k < layers:
+        counts.append(k)
+        k = k + 1 if k < 4 else k + k // 2
+    counts = counts[: max_steps - 1] + [layers]
+    return counts
+
+
+def mixed_precision_search(
+    graph: CalibratedGraph,
+    reference: Reference,
+    dst: str | Path,
+    max_drop: float,
+    max_steps: int = 10,
+    threads: int = 1,
+    scopes: dict[str, str] | None = None,
+    latency_rounds: int = 10,
+    log: Log = lambda _: None,
+    order: str = "sensitivity",
+) -> MixedPrecisionResult:
+    """Leave in ``dst`` the first candidate that meets ``max_drop`` (points), or the most accurate one tried.
+
+    ``dst`` may already hold the full-INT8 graph of ``graph``; it is (re)written either way.
+    """
+    from segedge.verify.timing import side_by_side_latencies
+    from segedge.backends.onnxruntime import OnnxRuntimeRunner
+
+    dst = Path(dst)
+    layers = graph.layers()
+    with tempfile.TemporaryDirectory(prefix="segedge-mixed-") as work:
+        full = Path(work) / "full.onnx"
+        graph.quantize(full)
+        full_report = compare_to_reference(OnnxRuntimeRunner(full, threads=threads), reference)
+        steps: list[SearchStep] = []
+        kept: tuple[LayerSensitivity, ...] = ()
+        best_path, best_report = full, full_report
+        if full_report.miou_drop <= max_drop:
+            met = True
+            message = (f"full INT8 meets the budget: mIoU drop {full_report.miou_drop:+.3f} <= {max_drop} points; "
+                       "no layer kept float")
+        else:
+            if order == "output-first":
+                log(f"int8  full INT8 drops {full_report.miou_drop:+.3f} mIoU points > budget {max_drop}: keeping "
+                    f"layers float from the output back ({len(layers)} layers)")
+                nan = float("nan")
+                ranking = [LayerSensitivity(layer.name, layer.op_type, (layer.name,), (scopes or {}).get(layer.name, ""),
+                                            nan, nan, nan) for layer in reversed(layers)]
+            else:
+                log(f"int8  full INT8 drops {full_report.miou_drop:+.3f} mIoU points > budget {max_drop}: measuring "
+                    f"the sensitivity of {len(layers)} layers")
+                ranking = layer_sensitivity(graph, reference, threads, scopes=scopes)
+            met = False
+            for i, count in enumerate(exclusion_schedule(len(layers), max_steps)):
+                candidate = Path(work) / f"step{i}.onnx"
+                excluded = [item.name for item in ranking[:count]]
+                if count == len(layers):
+                    shutil.copyfile(graph.prepared, candidate)  # nothing left to quantize: the float graph
+                else:
+                    graph.quantize(candidate, exclude=excluded)
+                report = compare_to_reference(OnnxRuntimeRunner(candidate, threads=threads), reference)
+                ok = report.miou_drop <= max_drop
+                steps.append(SearchStep(count, report.miou_drop, report.argmax_agreement, ok))
+                log(f"int8  {count:3d} layer(s) float: mIoU drop {report.miou_drop:+.3f}"
+                    f"{'  (meets the budget)' if ok else ''}")
+                if ok or report.miou_drop < best_report.miou_drop:
+                    best_path, best_report, kept = candidate, report, tuple(ranking[:count])
+                if ok:
+                    met = True
+                    break
+            if met:
+                message = (f"budget met with {len(kept)} of {len(layers)} layers kept float: mIoU drop "
+                           f"{best_report.miou_drop:+.3f} <= {max_drop} points (full INT8: {full_report.miou_drop:+.3f})")
+            else:
+                tried = steps[-1].float_layers if steps else 0
+                reach = "even with every layer float" if tried == len(layers) else (
+                    f"after {len(steps)} steps (up to {tried} of {len(layers)} layers float)")
+                message = (f"budget of {max_drop} mIoU points NOT met {reach}; keeping the most accurate candidate "
+                           f"tried ({len(kept)} layers float, drop {best_report.miou_drop:+.3f}; full INT8: "
+                           f"{full_report.miou_drop:+.3f}); the INT8 parity gate still applies")
+        shutil.copyfile(best_path, dst)
+
+        batch = reference.inputs[:1]
+        runners = {"fp32": OnnxRuntimeRunner(graph.prepared, threads=threads),
+                   "full_int8": OnnxRuntimeRunner(full, threads=threads)}
+        if best_path != full:
+            runners["chosen"] = OnnxRuntimeRunner(dst, threads=threads)
+        stats = side_by_side_latencies(runners, batch, warmup=2, rounds=latency_rounds)
+        latency = {name: round(s.median_ms, 3) for name, s in stats.items()}
+        latency.setdefault("chosen", latency["full_int8"])
+        latency["chosen_over_full_int8"] = round(latency["chosen"] / latency["full_int8"], 3)
+        latency["fp32_over_chosen"] = round(latency["fp32"] / latency["chosen"], 3)
+        latency["rounds"] = latency_rounds
+        latency["threads"] = threads
+    return MixedPrecisionResult(max_drop, met, full_report, best_report, kept, tuple(steps), len(layers), latency,
+                                message, order)

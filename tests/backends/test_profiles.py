@@ -1,0 +1,85 @@
+import pytest
+
+from segedge.core.errors import ProfileError
+from segedge.core.hardware import Machine
+from segedge.backends.profiles import list_profiles, load_profile, load_profile_file, require_runnable, version_in_range
+
+X86_CPU = Machine(arch="x86_64", cpu="Test CPU", cores=2, os="Linux", ort_providers=("CPUExecutionProvider",))
+ORIN_NANO = Machine(
+    arch="aarch64", cpu="ARMv8", cores=6, os="Linux", gpus=("Orin",), tensorrt="8.6.2",
+    ort_providers=("CPUExecutionProvider",), torch_cuda=True, jetson_model="NVIDIA Jetson Orin Nano Developer Kit",
+)
+GPU_NO_TRT = Machine(arch="x86_64", cpu="Xeon", cores=16, os="Linux", gpus=("NVIDIA H100",),
+                     ort_providers=("CUDAExecutionProvider", "CPUExecutionProvider"))
+
+
+def test_every_shipped_profile_loads():
+    names = {p.name for p in list_profiles()}
+    assert {"cpu", "desktop-gpu", "jetson-orin-nano", "jetson-agx-orin", "jetson-xavier-nx"} <= names
+
+
+def test_cpu_profile_runs_on_a_plain_cpu():
+    assert require_runnable(load_profile("cpu"), X86_CPU) == "onnxruntime"
+
+
+def test_jetson_profile_refusal_names_what_is_missing():
+    with pytest.raises(ProfileError) as err:
+        require_runnable(load_profile("jetson-orin-nano"), X86_CPU, list_profiles())
+    message = str(err.value)
+    for needle in ("cannot run here", "an aarch64 CPU (this machine is x86_64)", "a Jetson Orin Nano",
+                   "an NVIDIA CUDA GPU", "TensorRT >=8.6,<11 (JetPack ships it)", "this machine can run: cpu"):
+        assert needle in message
+
+
+def test_generic_jetson_picks_the_detected_module():
+    assert load_profile("jetson", ORIN_NANO).name == "jetson-orin-nano"
+    assert require_runnable(load_profile("jetson", ORIN_NANO), ORIN_NANO) == "tensorrt"
+
+
+def test_generic_jetson_elsewhere_is_an_honest_refusal():
+    with pytest.raises(ProfileError, match=r"this machine is not a Jetson \(x86_64 Test CPU .*`--profile cpu` works"):
+        load_profile("jetson", X86_CPU)
+
+
+def test_desktop_gpu_falls_back_to_onnxruntime_cuda_without_tensorrt():
+    assert require_runnable(load_profile("desktop-gpu"), GPU_NO_TRT) == "onnxruntime-cuda"
+
+
+def test_tensorrt_version_out_of_range_is_named():
+    old = Machine(**{**ORIN_NANO.__dict__, "tensorrt": "8.5.2"})
+    assert "TensorRT >=8.6,<11 (found 8.5.2)" in "; ".join(load_profile("jetson-orin-nano").missing(old))
+
+
+@pytest.mark.parametrize("version, spec, ok", [("8.6.1", ">=8.6,<11", True), ("10.3.0", ">=8.6,<11", True),
+                                               ("11.0", ">=8.6,<11", False), ("8.5.2", ">=8.6", False)])
+def test_version_ranges(version, spec, ok):
+    assert version_in_range(version, spec) is ok
+
+
+def test_unknown_profile_lists_the_available_ones():
+    with pytest.raises(ProfileError, match="unknown profile 'jetson-nano'; available: cpu, desktop-gpu"):
+        load_profile("jetson-nano")
+
+
+BASE = 'name = "t"\ndescription = "d"\nbackend = "onnxruntime"\nprecisions = ["fp32"]\ninput_size = [64, 64]\n'
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (BASE + "treads = 2\n", "unknown key 'treads'"),
+        (BASE + "[tensorrt]\nworkspace = 1\n", "unknown key tensorrt.'workspace'"),
+        (BASE + "[tolerance]\nint4 = 1.0\n", "unknown key tolerance.'int4'"),
+        (BASE.replace('"onnxruntime"', '"openvino"'), "backend 'openvino' is not one of"),
+        (BASE.replace('["fp32"]', '["fp8"]'), "precisions must be a non-empty subset"),
+        (BASE.replace("[64, 64]", "[64]"), "input_size must be [height, width]"),
+        (BASE.replace('name = "t"\n', ""), "missing required key 'name'"),
+        ("name = ", "is not valid TOML"),
+    ],
+)
+def test_malformed_profiles_are_refused(tmp_path, text, message):
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    with pytest.raises(ProfileError) as err:
+        load_profile_file(path)
+    assert message in str(err.value)

@@ -1,0 +1,72 @@
+"""The command line: one-line errors with a non-zero exit for every user mistake, and useful help."""
+
+import pytest
+
+from segedge.cli.main import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["export", "--model", "bisnet"], "segedge: error: unknown model 'bisnet'. Did you mean 'bisenet'? Valid models: "),
+        (["export", "--model", "unet", "--untrained", "--input-size", "250x512"], "height 250 is not a multiple of 16 (nearest valid: 240 or 256)"),
+        (["export", "--model", "unet", "--untrained", "--calib-images", "4"], "--calib-images, --calib-method, --calib-select, --activation, --int8-scheme, --max-drop, --max-search-steps, --search-order and --equalize only apply with --int8"),
+        (["export", "--model", "unet", "--untrained", "--int8", "--calib-images", "1000"], "calibration set has 512 images but 1000 were asked for"),
+        (["export", "--model", "unet", "--checkpoint", "missing.pt"], "checkpoint missing.pt does not exist"),
+        (["train", "--model", "unet", "--batch-size", "1"], "batch-size must be >= 2 for unet"),
+    ],
+)
+def test_user_mistakes_are_one_line_errors(capsys, tmp_path, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, *argv)
+    assert code == 1
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "export").exists()
+
+
+def test_corrupt_checkpoint_is_a_one_line_error(capsys, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00not a checkpoint")
+    code, _, err = run(capsys, "export", "--model", "unet", "--checkpoint", str(bad), "--out", str(tmp_path / "store"))
+    assert code == 1
+    assert "is unreadable or corrupt" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("size", ["512", "axb", "0x64"])
+def test_malformed_size_is_an_argparse_error(capsys, size):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "--model", "unet", "--input-size", size])
+    assert exit_info.value.code == 2
+    assert "--input-size" in capsys.readouterr().err
+
+
+def test_export_help_names_every_stage_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    out = capsys.readouterr().out
+    for option in ("--model", "--checkpoint", "--input-size", "--dynamic", "--fp16", "--int8", "--calib-images", "--calib-method", "--out"):
+        assert option in out
+
+
+def test_models_lists_the_zoo(capsys):
+    code, out, _ = run(capsys, "models")
+    assert code == 0
+    assert "bisenet" in out and "unet" in out
+
+
+def test_export_prints_the_parity_table(capsys, tiny_checkpoint, tmp_path):
+    code, out, err = run(capsys, "export", "--model", "unet", "--checkpoint", str(tiny_checkpoint.path), "--input-size", "64x128",
+                         "--fp16", "--eval-images", "2", "--out", str(tmp_path), "--quiet")
+    assert code == 0, err
+    assert "artifacts in" in out
+    for stage in ("onnx", "sim", "fp16"):
+        assert f"\n{stage} " in out
+    assert "torch FP32 reference mIoU" in out

@@ -1,0 +1,264 @@
+"""`--remote user@host` end to end against a real sshd on a loopback port, with throw-away keys.
+
+The "device" is this machine: the test starts Debian's sshd on 127.0.0.1 only, and the remote side runs
+segedge from this venv. Skipped (with the reason) where sshd or ssh-keygen is not installed.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from segedge.cli.main import build_parser, main
+from segedge.core.hardware import detect_machine
+from segedge.flows.remote import compatible_versions, remote_path
+from segedge.core.results import ResultsStore
+
+SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").is_file() else None)
+SEGEDGE = str(Path(sys.executable).parent / "segedge")  # the device runs segedge from this same venv
+PROFILE = """
+name = "cpu-tiny"
+description = "test profile"
+backend = "onnxruntime"
+providers = ["CPUExecutionProvider"]
+precisions = ["fp32"]
+input_size = [64, 128]
+threads = 1
+warmup_runs = 1
+min_runs = 3
+min_seconds = 0.0
+"""
+
+
+# pure functions: no sshd needed ---------------------------------------------------------------------
+
+def test_remote_paths_keep_home_expansion_and_quote_the_rest():
+    assert remote_path("~/.cache/segedge/remote") == '"$HOME"/.cache/segedge/remote'
+    assert remote_path("/tmp/a b") == "'/tmp/a b'"
+
+
+def test_versions_are_compatible_on_the_same_major_minor():
+    assert compatible_versions("0.1.0", "0.1.7")
+    assert not compatible_versions("0.1.0", "0.2.0")
+    assert not compatible_versions("0.1.0", "")
+
+
+def test_export_flags_rebuilt_for_the_device_parse_back_the_same():
+    from segedge.cli.args import device_argv
+
+    argv = ["export", "--model", "unet", "--input-size", "64x128", "--int8", "--calib-images", "8",
+            "--mean", "0.5,0.4,0.3", "--eval-images", "2", "--equalize", "--max-drop", "0.5",
+            "--checkpoint", "w.pt", "--out", "here", "--remote", "me@dev"]
+    args = build_parser().parse_args(argv)
+    flags, files = device_argv(args.command_parser, args)
+    assert files == {"\0checkpoint": Path("w.pt")}  # copied to the device, the flag names the copy
+    assert "--out" not in flags and "--remote" not in flags  # a local folder, the ssh flags: not sent
+    again = build_parser().parse_args(["export", *flags])
+    same = [a.dest for a in args.command_parser._actions if a.dest not in ("help", "out", "checkpoint", "command_parser")
+            and not a.dest.startswith(("remote", "ssh"))]
+    assert {k: getattr(again, k) for k in same} == {k: getattr(args, k) for k in same}
+    assert again.checkpoint == "\0checkpoint"
+
+
+def test_every_export_flag_travels_to_the_device():
+    """A flag added to a shared group reaches the device without a list to update: each optional flag of
+    export, given a value, comes back from device_argv."""
+    from segedge.cli.args import REMOTE_FLAGS, device_argv
+
+    parser = build_parser()
+    args = parser.parse_args(["export", "--model", "unet", "--remote", "me@dev"])
+    for action in args.command_parser._actions:
+        if not action.option_strings or action.dest in ("help", "out", *REMOTE_FLAGS):
+            continue
+        given = True if action.nargs == 0 else (action.choices[0] if action.choices else "3")
+        setattr(args, action.dest, given if action.type is None or action.nargs == 0 else action.type(
+            {"size": "8x8", "rgb_triple": "1,2,3"}.get(action.type.__name__, "3")))
+        flags, _ = device_argv(args.command_parser, args)
+        assert max(action.option_strings, key=len) in flags, action.dest
+
+
+def test_version_flag(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == "segedge 0.1.0"
+
+
+def test_remote_without_a_usable_ssh_config_is_one_line(capsys, tmp_path):
+    code = main(["bench", "--profile", "cpu", "--remote", "dev", "--ssh-config", str(tmp_path / "none")])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "ssh config" in err and "does not exist" in err
+
+
+# a real sshd on 127.0.0.1 -----------------------------------------------------------------------------
+
+class Sshd:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = _free_port()
+        self.process: subprocess.Popen | None = None
+        for name in ("host_key", "user_key"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / name)], check=True, timeout=30)
+        (root / "authorized_keys").write_text((root / "user_key.pub").read_text())
+        (root / "sshd_config").write_text(
+            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {root / 'host_key'}\nPidFile {root / 'sshd.pid'}\n"
+            f"AuthorizedKeysFile {root / 'authorized_keys'}\nPermitRootLogin yes\nPubkeyAuthentication yes\n"
+            f"PasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\nUsePAM no\n")
+        self.config = root / "ssh_config"
+        common = (f"  HostName 127.0.0.1\n  User {getpass.getuser()}\n  IdentityFile {root / 'user_key'}\n"
+                  f"  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n")
+        self.config.write_text(f"Host device\n  Port {self.port}\n{common}\nHost nothing-listens\n  Port {_free_port()}\n{common}")
+
+    def start(self) -> None:
+        if os.geteuid() == 0:
+            Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
+        self.process = subprocess.Popen([SSHD, "-f", str(self.root / "sshd_config"), "-D", "-e"],
+                                        stdout=subprocess.DEVNULL, stderr=open(self.root / "sshd.log", "ab"))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"sshd exited: {(self.root / 'sshd.log').read_text()[-500:]}")
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("sshd did not listen within 10 s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        self.process = None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    if SSHD is None or shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
+        pytest.skip("needs OpenSSH's sshd, ssh and ssh-keygen (apt-get install openssh-server)")
+    server = Sshd(tmp_path_factory.mktemp("sshd"))
+    try:
+        server.start()
+    except (RuntimeError, OSError) as exc:
+        server.stop()
+        pytest.skip(f"could not start a loopback sshd here: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    root = tmp_path_factory.mktemp("remote")
+    (root / "cpu-tiny.toml").write_text(PROFILE)
+    return root
+
+
+def bench_argv(sshd, work, tiny_checkpoint, device: Path, store: Path, segedge: str = SEGEDGE, profile=None):
+    return ["bench", "--profile", profile or str(work / "cpu-tiny.toml"), "--models", "unet",
+            "--checkpoint", f"unet={tiny_checkpoint.path}", "--eval-images", "2", "--quiet",
+            "--results", str(store), "--out", str(work / "export"),
+            "--remote", "device", "--remote-segedge", segedge, "--remote-dir", str(device), "--ssh-config", str(sshd.config)]
+
+
+def test_bench_runs_on_the_device_merges_rows_and_never_copies_twice(sshd, work, tiny_checkpoint, capsys):
+    device, store = work / "device", work / "local.sqlite"
+    assert main(bench_argv(sshd, work, tiny_checkpoint, device, store)) == 0
+    out, err = capsys.readouterr()
+    assert "copied 4 of 4 files" in err  # checkpoint, model.onnx, model.sim.onnx, manifest (and the profile before)
+    assert "| unet" in out
+    with ResultsStore(store) as local:
+        rows = local.rows()
+    assert len(rows) == 1 and rows[0]["status"] == "ok" and rows[0]["median_ms"] > 0
+    assert rows[0]["machine_id"] == detect_machine().machine_id and rows[0]["profile"] == "cpu-tiny"
+    with sqlite3.connect(device / "results.sqlite") as db:  # the device keeps its own store for resuming
+        assert db.execute("SELECT count(*) FROM measurements").fetchone()[0] == 1
+    # the device reused the shipped artifacts (hard links to blobs) instead of exporting again
+    sim = next((device / "export" / "unet").glob("*/model.sim.onnx"))
+    assert sim.stat().st_nlink == 2 and (device / "blobs" / rows[0]["artifact_sha256"]).is_file()
+
+    assert main(bench_argv(sshd, work, tiny_checkpoint, device, store)) == 0
+    err = capsys.readouterr().err
+    assert "copied 0 of 4 files" in err and "already measured" in err
+    with ResultsStore(store) as local:
+        assert len(local.rows()) == 1  # merging again adds nothing
+
+
+def test_a_refusal_on_the_device_comes_back_as_one_line(sshd, work, tiny_checkpoint, capsys):
+    argv = bench_argv(sshd, work, tiny_checkpoint, work / "device-refuses", work / "refused.sqlite", profile="jetson-orin-nano")
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("segedge: error: device: profile 'jetson-orin-nano' cannot run here")
+    assert "a Jetson Orin Nano" in err
+    assert not (work / "refused.sqlite").exists()
+
+
+def test_missing_segedge_on_the_device_says_how_to_install_it(sshd, work, tiny_checkpoint, capsys):
+    argv = bench_argv(sshd, work, tiny_checkpoint, work / "device-bare", work / "bare.sqlite", segedge="/nonexistent/segedge")
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "segedge is not installed on device" in err and "pip install segedge==0.1.0" in err
+
+
+def test_an_unreachable_device_is_one_line(sshd, capsys):
+    code = main(["check", "unet", "--profile", "cpu", "--remote", "nothing-listens", "--ssh-config", str(sshd.config)])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "cannot reach nothing-listens over ssh" in err and "Connection refused" in err
+
+
+def test_a_dropped_connection_keeps_finished_rows_and_a_rerun_fetches_them(sshd, work, tiny_checkpoint, capsys):
+    # a segedge that finishes the sweep, then takes sshd down with the session before the store is fetched
+    drops = work / "segedge-then-drop"
+    drops.write_text(f'#!/bin/sh\n"{SEGEDGE}" "$@"\nstatus=$?\ncase " $* " in *" --results "*)\n'
+                     f'  kill -9 "$(cat {sshd.root / "sshd.pid"})" $PPID;;\nesac\nexit $status\n')
+    drops.chmod(0o755)
+    device, store = work / "device-drops", work / "dropped.sqlite"
+    try:
+        assert main(bench_argv(sshd, work, tiny_checkpoint, device, store, segedge=str(drops))) == 1
+        err = capsys.readouterr().err
+        assert err.strip().splitlines()[-1] == (
+            "segedge: error: lost the connection to device during the sweep; finished rows stay in its store: "
+            "rerun the same command to resume there and fetch the rest")
+    finally:
+        sshd.stop()
+        sshd.start()
+    with sqlite3.connect(device / "results.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM measurements WHERE status = 'ok'").fetchone()[0] == 1
+    assert main(bench_argv(sshd, work, tiny_checkpoint, device, store)) == 0
+    err = capsys.readouterr().err
+    assert "already measured" in err and "merged 1 new rows" in err
+    with ResultsStore(store) as local:
+        assert [r["status"] for r in local.rows()] == ["ok"]
+
+
+def test_check_runs_on_the_device_with_the_onnx_copied_there(sshd, work, tiny_checkpoint, capsys):
+    onnx = next((work / "export" / "unet").glob("*/model.sim.onnx"))  # exported by the first bench test
+    local = main(["check", str(onnx), "--profile", "jetson-orin-nano"])
+    here = capsys.readouterr().out
+    code = main(["check", str(onnx), "--profile", "jetson-orin-nano", "--remote", "device", "--remote-segedge", SEGEDGE,
+                 "--remote-dir", str(work / "device"), "--ssh-config", str(sshd.config)])
+    out, err = capsys.readouterr()
+    assert code == local
+    assert out.splitlines()[1:] == here.splitlines()[1:]  # the first line names the file, whose path differs
+    assert "copied 1 of 2 files" in err  # the profile; the device already had this ONNX from the bench test

@@ -1,0 +1,139 @@
+import numpy as np
+import pytest
+
+from segedge.models.checkpoint import load_checkpoint
+from segedge.data.synthetic import CLASS_NAMES, SyntheticScenes
+from segedge.core.errors import CheckpointError, InputSizeError
+from segedge.models.registry import get_spec
+from segedge.train.loop import TrainConfig, evaluate_torch
+
+
+def test_training_beats_untrained_weights(tiny_checkpoint):
+    import torch
+
+    info = tiny_checkpoint.train_info
+    spec = get_spec("unet")
+    images, masks = SyntheticScenes("val", 4, size=(64, 128)).batch(0, 4)
+    torch.manual_seed(0)
+    untrained = spec.build(num_classes=len(CLASS_NAMES), width=0.125)
+    before = evaluate_torch(untrained, spec, images, masks, len(CLASS_NAMES)).mean_iou
+    after = evaluate_torch(tiny_checkpoint.build(), spec, images, masks, len(CLASS_NAMES)).mean_iou
+    assert after == pytest.approx(info["val_miou"])
+    assert after > before + 0.05, (before, after)
+
+
+def test_checkpoint_carries_spec_and_class_names(tiny_checkpoint):
+    ckpt = load_checkpoint(tiny_checkpoint.path)
+    assert ckpt.model == "unet" and ckpt.width == 0.125
+    assert ckpt.class_names == CLASS_NAMES
+    assert ckpt.train_info["config"]["iterations"] == 60
+
+
+def test_checkpoint_for_another_architecture_is_refused(tiny_checkpoint):
+    with pytest.raises(CheckpointError, match="holds a unet model, but --model asks for bisenet"):
+        load_checkpoint(tiny_checkpoint.path, expect_model="bisenet")
+
+
+def test_checkpoint_with_wrong_class_count_is_refused(tiny_checkpoint, tmp_path):
+    import torch
+
+    payload = torch.load(tiny_checkpoint.path, weights_only=True)
+    payload["num_classes"] = 3
+    payload["class_names"] = ["a", "b", "c"]
+    bad = tmp_path / "bad.pt"
+    torch.save(payload, bad)
+    with pytest.raises(CheckpointError, match=r"does not match unet \(width 0.125, 3 classes\).*shape mismatches"):
+        load_checkpoint(bad).build()
+
+
+@pytest.mark.parametrize("content, message", [(b"garbage", "unreadable or corrupt"), (None, "is not a segedge checkpoint")])
+def test_corrupt_or_foreign_checkpoint_is_refused(tmp_path, content, message):
+    import torch
+
+    path = tmp_path / "x.pt"
+    if content is None:
+        torch.save({"weights": torch.zeros(2)}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path)
+
+
+def test_missing_checkpoint_is_refused(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "none.pt")
+
+
+def test_train_config_validates_sizes():
+    with pytest.raises(InputSizeError, match="not a multiple of 16"):
+        TrainConfig(model="unet", crop=(72, 64), scene_size=(96, 128)).validate()
+    with pytest.raises(InputSizeError, match="larger than the scene"):
+        TrainConfig(model="unet", crop=(128, 128), scene_size=(64, 128)).validate()
+
+
+def test_cache_key_ignores_threads_but_not_recipe():
+    a = TrainConfig(model="unet", threads=1).cache_key()
+    assert a == TrainConfig(model="unet", threads=2).cache_key()
+    assert a != TrainConfig(model="unet", iterations=5).cache_key()
+
+
+QUICK = dict(model="unet", width=0.125, iterations=6, batch_size=2, scene_size=(64, 128), crop=(64, 64),
+             train_scenes=6, val_images=2, threads=1)
+
+
+def test_same_seed_same_weights_and_resume_equals_straight_training(tmp_path, monkeypatch):
+    import torch
+
+    import segedge.train.loop as train_module
+    from segedge.train.loop import state_path, train
+
+    straight = train(TrainConfig(**QUICK, eval_every=3), out=tmp_path / "a.pt", progress=False)
+    again = train(TrainConfig(**QUICK, eval_every=3), out=tmp_path / "b.pt", progress=False)
+    for k, v in straight.state_dict.items():
+        assert torch.equal(v, again.state_dict[k]), k
+    # a run killed after its iteration-3 evaluation, then resumed, matches the straight run
+    real_evaluate, calls = train_module.evaluate_torch, []
+
+    def evaluate_then_die(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate_torch", evaluate_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**QUICK, eval_every=3), out=tmp_path / "c.pt", progress=False)
+    monkeypatch.setattr(train_module, "evaluate_torch", real_evaluate)
+    assert not (tmp_path / "c.pt").exists() and state_path(tmp_path / "c.pt").exists()
+    resumed = train(TrainConfig(**QUICK, eval_every=3), out=tmp_path / "c.pt", progress=False, resume=state_path(tmp_path / "c.pt"))
+    assert resumed.train_info["history"][-1]["iteration"] == 6
+    for k, v in straight.state_dict.items():
+        assert torch.equal(v, resumed.state_dict[k]), k
+
+
+def test_resume_refuses_a_changed_recipe(tmp_path):
+    from segedge.train.loop import state_path, train
+
+    train(TrainConfig(**{**QUICK, "iterations": 2}), out=tmp_path / "c.pt", progress=False)
+    with pytest.raises(CheckpointError, match=r"recipe changed \(lr\)"):
+        train(TrainConfig(**{**QUICK, "lr": 0.5}), out=tmp_path / "c.pt", progress=False, resume=state_path(tmp_path / "c.pt"))
+
+
+@pytest.mark.parametrize("loss", ["ce", "dice", "focal:gamma=2", "tversky:alpha=0.3,beta=0.7", "lovasz", "0.5*ce+1.0*dice"])
+def test_every_loss_trains_from_the_cli(tmp_path, loss, capsys):
+    from segedge.cli.main import main
+
+    code = main(["train", "--model", "unet", "--width", "0.125", "--iterations", "2", "--batch-size", "2",
+                 "--scene-size", "64x128", "--crop", "64x64", "--train-scenes", "2", "--val-images", "1",
+                 "--loss", loss, "--scale-range", "0.75,1.25", "--jitter", "0.2", "--schedule", "cosine",
+                 "--out", str(tmp_path / "m.pt"), "--quiet", "--threads", "1"])
+    assert code == 0, capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "m.pt").train_info["config"]["loss"] == loss
+
+
+def test_unknown_loss_is_a_one_line_error(capsys):
+    from segedge.cli.main import main
+
+    assert main(["train", "--model", "unet", "--loss", "dise"]) == 1
+    err = capsys.readouterr().err
+    assert "dise" in err and "ce" in err and len(err.strip().splitlines()) == 1

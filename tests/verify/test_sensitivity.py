@@ -1,0 +1,143 @@
+"""Per-layer sensitivity and the mixed-precision budget search on the tiny trained U-Net."""
+
+import pytest
+
+from segedge.cli.main import build_parser
+
+from segedge.verify.compare import compare_to_reference, reference_from_runner
+from segedge.data.synthetic import SyntheticScenes
+from segedge.data.transforms import to_network_input
+from segedge.flows.export import ExportConfig, export_model, reference_for, resolve_source
+from segedge.graph.int8 import Int8Config, calibrated_graph
+from segedge.backends.onnxruntime import OnnxRuntimeRunner
+from segedge.verify.sensitivity import (
+    exclusion_schedule,
+    layer_sensitivity,
+    mixed_precision_search,
+    sensitivity_bar_chart,
+    sensitivity_markdown,
+    torch_scopes,
+)
+
+SIZE = (64, 128)
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_checkpoint, tmp_path_factory):
+    """(calibrated graph, torch FP32 reference, node → module scopes), calibrated once for the module."""
+    config = ExportConfig(model="unet", checkpoint=tiny_checkpoint.path, input_size=SIZE, eval_images=4,
+                          store=tmp_path_factory.mktemp("store"), threads=2)
+    result = export_model(config)
+    source = resolve_source(config)
+    reference = reference_for(source, SyntheticScenes("val", 4, size=SIZE, seed=0), 4, threads=2)
+    calib, _ = SyntheticScenes("calib", 8, size=SIZE, seed=0).batch(0, 8)
+    inputs = to_network_input(calib, source.spec.mean, source.spec.std)
+    with calibrated_graph(result.file("sim"), lambda: iter(inputs[i : i + 1] for i in range(8)),
+                          Int8Config(calib_images=8), 8) as graph:
+        yield graph, reference, torch_scopes(result.file("onnx"))
+
+
+@pytest.fixture(scope="module")
+def ranking(setup):
+    graph, reference, scopes = setup
+    return layer_sensitivity(graph, reference, threads=2, scopes=scopes)
+
+
+def test_every_layer_is_measured_alone_most_sensitive_first(setup, ranking):
+    graph, _, _ = setup
+    assert sorted(r.name for r in ranking) == sorted(layer.name for layer in graph.layers())
+    assert all(r.layers == (r.name,) for r in ranking)
+    drops = [round(r.miou_drop, 3) for r in ranking]
+    assert drops == sorted(drops, reverse=True)
+    assert all(0.9 <= r.argmax_agreement <= 1.0 for r in ranking)
+    # the exporter's module path survives for the table: the classifier is a named module of the U-Net
+    assert any(r.scope == "classifier" for r in ranking)
+
+
+def test_table_and_bar_chart(ranking, tmp_path):
+    table = sensitivity_markdown(ranking, top=5)
+    lines = table.splitlines()
+    assert lines[0].startswith("| rank | layer | op | module | mIoU drop (points)")
+    assert len([line for line in lines if line.startswith("| ") and line[2].isdigit()]) == 5
+    assert f"{len(ranking) - 5} more layers, less sensitive, not shown." in table
+    png = sensitivity_bar_chart(ranking, tmp_path / "chart.png", top=8)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_blocks_group_layers_by_module(setup):
+    from segedge.verify.sensitivity import blocks
+
+    graph, reference, scopes = setup
+    groups = blocks(graph, scopes, depth=1)
+    assert {"inc", "down1", "classifier"} <= set(groups)
+    assert sum(len(v) for v in groups.values()) == len(graph.layers())
+    result = layer_sensitivity(graph, reference, threads=2, groups={k: groups[k] for k in ("inc", "classifier")})
+    assert {r.name for r in result} == {"inc", "classifier"} and all(r.op_type == "block" for r in result)
+
+
+def test_schedule_grows_and_ends_with_every_layer():
+    assert exclusion_schedule(23, 10) == [1, 2, 3, 4, 6, 9, 13, 19, 23]
+    assert exclusion_schedule(100, 4) == [1, 2, 3, 100]
+    assert exclusion_schedule(1, 10) == [1]
+
+
+def test_a_budget_full_int8_meets_keeps_every_layer_int8(setup, tmp_path):
+    graph, reference, scopes = setup
+    result = mixed_precision_search(graph, reference, tmp_path / "m.onnx", max_drop=5.0, threads=2, latency_rounds=2)
+    assert result.met and result.kept_float == () and result.steps == ()
+    assert result.message.startswith("full INT8 meets the budget")
+    assert compare_to_reference(OnnxRuntimeRunner(tmp_path / "m.onnx", threads=2), reference).miou_drop == \
+        result.full_int8.miou_drop
+
+
+def test_a_strict_budget_keeps_layers_float_and_stops_once_met(setup, tmp_path):
+    graph, reference, scopes = setup
+    full = _full_int8_drop(graph, reference, tmp_path)
+    assert full > 0.005, f"the tiny U-Net's full INT8 costs {full} points: too little to force an exclusion"
+    budget = round(full / 2, 3)
+    result = mixed_precision_search(graph, reference, tmp_path / "m.onnx", max_drop=budget, threads=2,
+                                    scopes=scopes, latency_rounds=2)
+    assert result.met and len(result.kept_float) >= 1
+    assert result.steps[-1].meets_budget and not any(s.meets_budget for s in result.steps[:-1])
+    assert len(result.kept_float) == result.steps[-1].float_layers
+    assert result.chosen.miou_drop <= budget < result.full_int8.miou_drop
+    assert result.message.startswith(f"budget met with {len(result.kept_float)} of {result.quantizable_layers} layers")
+    recorded = result.as_dict()
+    assert recorded["kept_float"][0]["why"].startswith("quantized alone it costs")
+    assert {"fp32", "full_int8", "chosen"} <= set(recorded["latency_ms"])
+    # the artifact left behind is the one measured
+    assert compare_to_reference(OnnxRuntimeRunner(tmp_path / "m.onnx", threads=2), reference).miou_drop == \
+        result.chosen.miou_drop
+
+
+def test_an_impossible_budget_says_so(setup, tmp_path):
+    graph, reference, _ = setup
+    result = mixed_precision_search(graph, reference, tmp_path / "m.onnx", max_drop=-1.0, threads=2, latency_rounds=2)
+    assert not result.met
+    assert result.steps[-1].float_layers == result.quantizable_layers
+    assert "budget of -1.0 mIoU points NOT met even with every layer float" in result.message
+    assert "the INT8 parity gate still applies" in result.message
+
+
+def test_the_step_limit_is_said(setup, tmp_path):
+    graph, reference, _ = setup
+    result = mixed_precision_search(graph, reference, tmp_path / "m.onnx", max_drop=-1.0, max_steps=1, threads=2,
+                                    latency_rounds=2)
+    assert not result.met and len(result.steps) == 1
+    assert "NOT met even with every layer float" in result.message  # one step allowed: it is the all-float one
+
+
+def test_cli_prints_the_table_and_writes_the_chart(tiny_checkpoint, tmp_path, capsys):
+    args = build_parser().parse_args(["sensitivity", "--model", "unet", "--checkpoint", str(tiny_checkpoint.path),
+                              "--input-size", "64x128", "--calib-images", "4", "--eval-images", "2", "--top", "3",
+                              "--png", str(tmp_path / "s.png"), "--out", str(tmp_path / "store"), "--threads", "2",
+                              "--quiet", "--block-depth", "1"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "| rank | layer |" in out and "Every layer in INT8 at once" in out
+    assert (tmp_path / "s.png").is_file()
+
+
+def _full_int8_drop(graph, reference, tmp_path) -> float:
+    graph.quantize(tmp_path / "full.onnx")
+    return compare_to_reference(OnnxRuntimeRunner(tmp_path / "full.onnx", threads=2), reference).miou_drop

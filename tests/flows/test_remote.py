@@ -86,6 +86,23 @@ def test_every_export_flag_travels_to_the_device():
         assert max(action.option_strings, key=len) in flags, action.dest
 
 
+def test_exports_for_the_device_use_the_scheme_its_dry_run_names():
+    from segedge.backends.profiles import load_profile
+    from segedge.flows.remote import device_int8_scheme
+
+    cpu = load_profile("cpu")
+    said = ["profile cpu runs here (aarch64 Neoverse, 4 cores) with onnxruntime; INT8 scheme arm"]
+    assert device_int8_scheme(said, cpu) == "arm"
+    assert device_int8_scheme(["profile cpu runs here (...) with onnxruntime"], cpu) == "x86"  # an older device
+    assert device_int8_scheme([], load_profile("jetson-orin-nano")) == "tensorrt"
+
+
+def test_dry_run_names_backend_and_int8_scheme(capsys):
+    assert main(["bench", "--profile", "cpu", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "with onnxruntime; INT8 scheme " in out and out.strip().split()[-1] in ("x86", "arm")
+
+
 def test_version_flag(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])

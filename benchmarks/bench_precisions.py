@@ -32,7 +32,8 @@ from segedge.data.transforms import to_network_input
 from segedge.flows.export import ExportConfig, export_model
 from segedge.graph.int8 import Int8Config
 from segedge.models.registry import get_spec
-from segedge.backends import OnnxRuntimeRunner, TorchRunner
+from segedge.backends.onnxruntime import OnnxRuntimeRunner
+from segedge.backends.torch import TorchRunner
 
 
 

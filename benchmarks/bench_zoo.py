@@ -33,7 +33,7 @@ from segedge.data.transforms import to_network_input
 from segedge.flows.export import ExportConfig, export_model
 from segedge.graph.int8 import Int8Config
 from segedge.models.registry import get_spec, list_models
-from segedge.backends import OnnxRuntimeRunner
+from segedge.backends.onnxruntime import OnnxRuntimeRunner
 from segedge.train.loop import TrainConfig, trained_checkpoint
 
 SIZE = (512, 1024)

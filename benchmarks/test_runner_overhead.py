@@ -65,7 +65,7 @@ def test_raw_session_run(benchmark, model_path, batch):
 
 
 def test_runner_infer(benchmark, model_path, batch):
-    from segedge.backends import OnnxRuntimeRunner
+    from segedge.backends.onnxruntime import OnnxRuntimeRunner
 
     with OnnxRuntimeRunner(model_path, threads=THREADS) as runner:
         benchmark(runner.infer, batch)
@@ -73,7 +73,7 @@ def test_runner_infer(benchmark, model_path, batch):
 
 def side_by_side(rounds: int = 30) -> None:
     from segedge.verify.timing import measure_latency
-    from segedge.backends import OnnxRuntimeRunner
+    from segedge.backends.onnxruntime import OnnxRuntimeRunner
 
     def timed(fn, n):
         out = []

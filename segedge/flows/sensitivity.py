@@ -30,7 +30,7 @@ def model_sensitivity(config: ExportConfig, block_depth: int | None = None, log:
                       progress: bool = False) -> SensitivityReport:
     """Sensitivity of the model an :class:`~segedge.flows.export.ExportConfig` names: exports (or reuses) its FP32
     ONNX, calibrates with ``config.int8_config`` (reusing the export's ranges cache), ranks every layer."""
-    fp32 = export_model(replace(config, int8=False, fp16=False), log=log, progress=progress)
+    fp32 = export_model(replace(config, precisions=()), log=log, progress=progress)
     setup = calibration_setup(config, fp32, log=log)
     reference = reference_for(setup.source, setup.eval_set, fp32.manifest["config"]["eval"]["images"], setup.threads)
     scopes = torch_scopes(fp32.file("onnx"))

@@ -116,7 +116,7 @@ def test_building_without_tensorrt_says_how_to_get_it(tiny_onnx):
 @pytest.mark.parametrize("which", ["fp32", "fp16"])
 def test_tensorrt_engine_matches_onnxruntime(tiny_onnx, tmp_path, which):
     from segedge.backends.tensorrt.build import engine_from_onnx
-    from segedge.backends import OnnxRuntimeRunner
+    from segedge.backends.onnxruntime import OnnxRuntimeRunner
     from segedge.backends.tensorrt.runner import TensorRTRunner
 
     _, fp32, fp16 = tiny_onnx
@@ -133,7 +133,7 @@ def test_tensorrt_engine_matches_onnxruntime(tiny_onnx, tmp_path, which):
 
 @needs_cuda
 def test_torch_cuda_fp16_channels_last_matches_cpu(tiny_onnx):
-    from segedge.backends import TorchRunner
+    from segedge.backends.torch import TorchRunner
 
     module, _, _ = tiny_onnx
     x = np.random.default_rng(0).standard_normal((1, 3, 64, 64), dtype=np.float32)
@@ -151,7 +151,7 @@ def test_torch_cuda_fp16_channels_last_matches_cpu(tiny_onnx):
 def test_onnxruntime_cuda_provider_matches_cpu(tiny_onnx):
     import onnxruntime as ort
 
-    from segedge.backends import OnnxRuntimeRunner
+    from segedge.backends.onnxruntime import OnnxRuntimeRunner
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("onnxruntime here has no CUDAExecutionProvider (pip install onnxruntime-gpu)")
@@ -163,7 +163,7 @@ def test_onnxruntime_cuda_provider_matches_cpu(tiny_onnx):
 
 def test_torch_runner_refuses_half_on_cpu(tiny_onnx):
     from segedge.core.errors import RunnerInputError
-    from segedge.backends import TorchRunner
+    from segedge.backends.torch import TorchRunner
 
     with pytest.raises(RunnerInputError, match="half precision is for the CUDA runner"):
         with TorchRunner(tiny_onnx[0], half=True):

@@ -142,7 +142,7 @@ def test_dynamic_export_runs_at_a_second_size(tiny_checkpoint, tmp_path):
     [
         ({"model": "segnetx"}, UnknownModelError, "unknown model 'segnetx'.*Valid models: .*bisenet"),
         ({"input_size": (500, 1000)}, InputSizeError, r"height 500 is not a multiple of 16 \(nearest valid: 496 or 512\)"),
-        ({"int8": True, "int8_config": Int8Config(calib_images=600)}, CalibrationError, "calibration set has 512 images but 600 were asked for"),
+        ({"precisions": ("int8",), "int8_config": Int8Config(calib_images=600)}, CalibrationError, "calibration set has 512 images but 600 were asked for"),
     ],
 )
 def test_bad_input_is_refused_before_any_artifact(tiny_checkpoint, tmp_path, kwargs, error, message):

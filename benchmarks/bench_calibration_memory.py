@@ -35,7 +35,7 @@ def child(model: str, method: str, images: int, chunk: int, size: tuple[int, int
     config = ExportConfig(model=model, input_size=size, threads=threads)
     fp32 = export_model(config)  # trained weights from the cache; FP32 artifacts reused when present
     icfg = Int8Config(calib_images=images, calib_method=method, chunk=chunk or None)
-    _, calib_set = evaluation_sets("synthetic", size, 0)
+    _, calib_set, _ = evaluation_sets("synthetic", size, 0)
     feed, _ = calibration_feed(calib_set, resolve_source(config).spec, icfg)
     started = time.perf_counter()
     with PeakMemory() as peak:

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         print(render(rows, "md"), end="")
     print(f"results in {config.store}")
     _figures(config.store, profile.name, machine.machine_id)
-    return 0 if all(r["status"] != "failed" for r in rows) else 1
+    return 0 if all(r["status"] != "failed" and "unsaved" not in r for r in rows) else 1
 
 
 def _figures(store_path: Path, profile: str, machine_id: str) -> None:

@@ -52,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     ckpt = train(config, out=args.out, progress=not args.quiet, resume=args.resume)
     info = ckpt.train_info
     print(f"checkpoint {ckpt.path}")
-    print(f"val mIoU {100 * info['val_miou']:.2f} on {info['val_images']} synthetic val images "
-          f"(pixel accuracy {100 * info['val_pixel_accuracy']:.2f}); trained in {info['seconds']:.0f} s")
+    data = "synthetic" if config.data == "synthetic" else config.data
+    h, w = info["config"]["scene_size"]
+    print(f"val mIoU {100 * info['val_miou']:.2f} on {info['val_images']} {data} val images "
+          f"(pixel accuracy {100 * info['val_pixel_accuracy']:.2f}); trained at {h}x{w} in {info['seconds']:.0f} s")
     return 0

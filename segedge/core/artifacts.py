@@ -83,6 +83,71 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
+def plain_file_name(name: object, where: str) -> str:
+    """``name`` if it is a plain file name (no folder, no ``..``); a manifest is data a user can edit, and a
+    name like ``../../.bashrc`` would otherwise be followed out of the artifact dir (and linked on a device)."""
+    if (not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name
+            or Path(name).name != name):
+        raise ArtifactError(f"{where} names the file {name!r}, which is not a plain file name inside its "
+                            f"directory; the manifest was edited or is corrupt: delete the directory to rebuild it")
+    return name
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+SCRATCH_PREFIX = "segedge-"
+
+
+def remove_stale_scratch() -> int:
+    """Remove the scratch folders (``segedge-<kind>-<pid>-*`` in the temp dir) of processes that are gone,
+    e.g. killed with SIGKILL mid-calibration; returns how many were removed."""
+    import shutil
+
+    removed = 0
+    for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*-*"):
+        parts = folder.name.split("-")
+        pid = next((int(p) for p in parts[2:3] if p.isdigit()), None)
+        if pid is None or pid == os.getpid() or _pid_alive(pid) or not folder.is_dir():
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+@contextlib.contextmanager
+def scratch_dir(kind: str) -> Iterator[Path]:
+    """A temporary folder named after this process, so a later run can tell it from a live one's."""
+    remove_stale_scratch()
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{kind}-{os.getpid()}-") as work:
+        yield Path(work)
+
+
+@contextlib.contextmanager
+def machine_timing_lock(log=lambda _: None) -> Iterator[None]:
+    """One segedge measurement at a time on this machine: a second ``bench`` waits rather than timing while
+    another shares the cores (measured: 3.3 ms alone, 7.6 ms side by side)."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(Path(tempfile.gettempdir()) / ".segedge-timing.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log("another segedge process is measuring on this machine: waiting for it, so the two never share the cores")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 class ArtifactDir:
     """One model configuration's directory and its manifest."""
 
@@ -104,11 +169,46 @@ class ArtifactDir:
         if not self.manifest_path.exists():
             return {}
         try:
-            return json.loads(self.manifest_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            manifest = json.loads(self.manifest_path.read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ArtifactError(
                 f"manifest {self.manifest_path} is unreadable ({exc}); delete {self.path} to rebuild it"
             ) from None
+        check_manifest_shape(manifest, self.manifest_path)
+        return manifest
+
+    @contextlib.contextmanager
+    def locked(self, log=lambda _: None, timeout_s: float = -1) -> Iterator["ArtifactDir"]:
+        """Hold this directory's lock (``.<hash>.lock`` beside it) for a read-modify-write of its manifest:
+        two commands on one store take turns instead of overwriting each other's stages."""
+        from filelock import FileLock, Timeout
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ArtifactError(f"cannot write to the artifact store at {self.path.parent}: "
+                                f"{exc.strerror or exc}") from None
+        lock = FileLock(str(self.path.parent / f".{self.path.name}.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log(f"waiting for another segedge process writing {self.path}")
+            lock.acquire(timeout=timeout_s)
+        except OSError as exc:
+            raise ArtifactError(f"cannot write to the artifact store at {self.path.parent}: "
+                                f"{exc.strerror or exc}") from None
+        try:
+            yield self
+        finally:
+            lock.release()
+
+    def remove_leftovers(self) -> None:
+        """Candidates and temp files of runs that were killed (only call while holding :meth:`locked`:
+        then no live writer owns them)."""
+        if not self.path.is_dir():
+            return
+        for leftover in [*self.path.glob(".candidate.*"), *self.path.glob(".*.tmp")]:
+            leftover.unlink(missing_ok=True)
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -120,7 +220,26 @@ class ArtifactDir:
         # compared as the manifest stores it: JSON turns tuples into lists
         if not entry or entry.get("config") != json.loads(json.dumps(stage_config)):
             return None
-        path = self.file(entry["file"])
+        path = self.file(plain_file_name(entry["file"], f"{self.manifest_path} stage {stage}"))
         if not path.exists() or sha256_file(path) != entry.get("sha256"):
             return None
         return entry
+
+
+def check_manifest_shape(manifest: Any, where: Path | str) -> None:
+    """A manifest is a JSON object whose ``stages`` map names to objects with a plain ``file`` name; anything
+    else (hand-edited, truncated by another tool) is refused before any work rather than half-way through."""
+    def refuse(what: str) -> None:
+        raise ArtifactError(f"manifest {where} is malformed ({what}); delete its directory to rebuild it")
+
+    if not isinstance(manifest, dict):
+        refuse(f"a JSON {type(manifest).__name__}, not an object")
+    stages = manifest.get("stages", {})
+    if not isinstance(stages, dict):
+        refuse("'stages' is not an object")
+    for name, entry in stages.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("parity", {}), dict):
+            refuse(f"stage {name!r} is not an object")
+        if "file" not in entry:
+            refuse(f"stage {name!r} names no file")
+        plain_file_name(entry["file"], f"manifest {where} stage {name}")

@@ -45,6 +45,7 @@ COLUMNS = {
     "argmax_agreement": "REAL",
     "tolerance": "REAL",
     "eval_images": "INTEGER",
+    "quick": "INTEGER",  # 1: a --quick smoke row (3 runs, 4 images): labelled, never reused for a full run
     "artifact": "TEXT",
     "artifact_sha256": "TEXT",
 }
@@ -60,9 +61,20 @@ class ResultsStore:
             self.db = sqlite3.connect(self.path)
             columns = ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items())
             self.db.execute(f"CREATE TABLE IF NOT EXISTS measurements (id INTEGER PRIMARY KEY, {columns})")
+            self._add_missing_columns()
             self.db.commit()
         except sqlite3.DatabaseError as exc:
             raise ArtifactError(f"results store {self.path} is not a usable SQLite file ({exc})") from None
+
+    def _add_missing_columns(self) -> None:
+        """Stores written by an older segedge gain the newer columns. Rows from before ``quick`` was stored
+        are smoke rows when they ran 3 timed runs or fewer (what --quick does; a profile asks for 10 or more)."""
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(measurements)")}
+        for name, kind in COLUMNS.items():
+            if name not in have:
+                self.db.execute(f"ALTER TABLE measurements ADD COLUMN {name} {kind}")
+                if name == "quick":
+                    self.db.execute("UPDATE measurements SET quick = (runs IS NOT NULL AND runs <= 3)")
 
     def close(self) -> None:
         self.db.close()
@@ -82,18 +94,26 @@ class ResultsStore:
         if unknown:
             raise ValueError(f"unknown result columns: {sorted(unknown)}")
         names = list(row)
-        self.db.execute(
-            f"INSERT INTO measurements ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})",
-            [row[n] for n in names],
-        )
-        self.db.commit()
+        try:
+            self.db.execute(
+                f"INSERT INTO measurements ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})",
+                [row[n] for n in names],
+            )
+            self.db.commit()
+        except sqlite3.Error as exc:  # a full disk, a read-only file, a store truncated under us
+            raise ArtifactError(f"cannot save to the results store {self.path}: {exc}") from None
 
-    def has_finished(self, **key: Any) -> bool:
-        """Whether a row that ran (ok or over tolerance, not failed) exists for this key."""
+    def has_finished(self, quick: bool = False, eval_images: int | None = None, **key: Any) -> bool:
+        """Whether a row that ran (ok or over tolerance, not failed) exists for this key, measured the way asked:
+        a full run reuses only full rows; a quick run any; ``eval_images`` must match when given."""
         where = " AND ".join(f"{k} = ?" for k in RESUME_KEY)
-        cur = self.db.execute(
-            f"SELECT 1 FROM measurements WHERE {where} AND status != 'failed' LIMIT 1", [key[k] for k in RESUME_KEY]
-        )
+        values = [key[k] for k in RESUME_KEY]
+        where += " AND (quick = 0 OR quick = ?)"
+        values.append(int(bool(quick)))
+        if eval_images is not None:
+            where += " AND eval_images = ?"
+            values.append(eval_images)
+        cur = self.db.execute(f"SELECT 1 FROM measurements WHERE {where} AND status != 'failed' LIMIT 1", values)
         return cur.fetchone() is not None
 
     def rows(self) -> list[dict[str, Any]]:
@@ -102,10 +122,14 @@ class ResultsStore:
         return [dict(zip(names, values)) for values in cur.fetchall()]
 
     def latest_rows(self) -> list[dict[str, Any]]:
-        """The newest row per (machine, profile, model, precision, size, batch)."""
+        """The newest row per (machine, profile, model, precision, size, batch); a full measurement is preferred
+        to a newer --quick smoke row of the same key."""
         latest: dict[tuple, dict] = {}
         for row in self.rows():
-            latest[tuple(row[k] for k in RESUME_KEY)] = row
+            key = tuple(row[k] for k in RESUME_KEY)
+            kept = latest.get(key)
+            if kept is None or not (row.get("quick") and not kept.get("quick") and kept["status"] != "failed"):
+                latest[key] = row
         return list(latest.values())
 
     def merge(self, other: str | Path) -> int:

@@ -714,6 +714,25 @@ def detect_layout(root: str | Path) -> str:
     )
 
 
+DEFAULT_HOLDOUT = 0.25  # of a folder without splits/: the evaluation images; the rest train and calibrate
+
+
+def train_and_val(kind: str, root: str | Path, size: tuple[int, int] | None = None):
+    """(train, val, holdout) of a real dataset. A ``folder`` without ``splits/`` lists would give the same files
+    for both, so INT8 would be calibrated on the images its drop is scored on: it gets a deterministic holdout
+    instead (``holdout`` is then :data:`DEFAULT_HOLDOUT`, else None)."""
+    key = detect_layout(root) if kind.lower() == "auto" else kind.lower()
+    holdout = DEFAULT_HOLDOUT if key == "folder" and not (Path(root) / "splits").is_dir() else None
+    train = open_dataset(key, root, "train", size, holdout=holdout)
+    val = open_dataset(key, root, "val", size, holdout=holdout)
+    return train, val, holdout
+
+
+def holdout_note(root: str | Path, holdout: float) -> str:
+    return (f"{root} has no splits/ lists: a deterministic {holdout:.0%} of its images (chosen by a hash of each "
+            f"file name) is the evaluation split, the rest train and calibrate")
+
+
 def open_dataset(
     kind: str,
     root: str | Path | None,

@@ -21,7 +21,8 @@ from segedge.data.synthetic import SyntheticScenes
 from segedge.data.transforms import to_network_input
 from segedge.backends.profiles import Profile
 from segedge.backends.registry import get_backend
-from segedge.core.errors import SegedgeError
+from segedge.core.artifacts import machine_timing_lock
+from segedge.core.errors import ArtifactError, SegedgeError
 from segedge.core.hardware import Machine
 from segedge.core.precision import get_precision
 from segedge.core.results import STATUS_MARK, ResultsStore
@@ -66,21 +67,31 @@ def run_sweep(
             bar.set_postfix_str(f"{model} {precision}")
             key = dict(machine_id=machine.machine_id, profile=profile.name, model=get_spec(model).name,
                        precision=precision, height=config.input_size[0], width=config.input_size[1], batch=batch)
-            if not config.force and store.has_finished(**key):
+            how = dict(quick=config.quick, eval_images=config.eval_images)
+            if not config.force and store.has_finished(**key, **how):
                 log(f"{model} {precision} batch {batch}: already measured on this machine (resumed; --force to redo)")
                 continue
             row = {**key, "machine": machine.fingerprint(), "backend": backend, "threads": threads,
-                   "tolerance": profile.tolerance[precision], "eval_images": config.eval_images}
+                   "tolerance": profile.tolerance[precision], "eval_images": config.eval_images,
+                   "quick": int(config.quick)}
+            with machine_timing_lock(log):
+                if not config.force and store.has_finished(**key, **how):  # measured while we waited
+                    log(f"{model} {precision} batch {batch}: measured meanwhile by another segedge process")
+                    continue
+                try:
+                    row.update(_measure(profile, model, precision, config, threads, backend, scheme, batch, log))
+                    row["status"] = "ok" if row["miou_drop"] <= profile.tolerance[precision] else "drop"
+                except KeyboardInterrupt:
+                    raise
+                except SegedgeError as exc:
+                    row.update(status="failed", reason=str(exc))
+                except Exception as exc:  # a bug in one row must not stop the sweep; keep its reason
+                    row.update(status="failed", reason=f"{type(exc).__name__}: {exc} ({traceback.format_exc(limit=1).splitlines()[-1]})")
             try:
-                row.update(_measure(profile, model, precision, config, threads, backend, scheme, batch))
-                row["status"] = "ok" if row["miou_drop"] <= profile.tolerance[precision] else "drop"
-            except KeyboardInterrupt:
-                raise
-            except SegedgeError as exc:
-                row.update(status="failed", reason=str(exc))
-            except Exception as exc:  # a bug in one row must not stop the sweep; keep its reason
-                row.update(status="failed", reason=f"{type(exc).__name__}: {exc} ({traceback.format_exc(limit=1).splitlines()[-1]})")
-            store.add(row)
+                store.add(row)
+            except (OSError, ArtifactError) as exc:  # a full disk must not lose the figure nor stop the sweep
+                row["unsaved"] = f"not saved in {config.store}: {exc}"
+                log(f"❌ {model} {precision}: the row below could not be saved in {config.store} ({exc}); the sweep goes on")
             rows.append(row)
             log(_describe(row))
     return rows
@@ -106,14 +117,14 @@ def export_config_for(profile: Profile, model: str, precision: str, input_size: 
 
 
 def _measure(profile: Profile, model: str, precision: str, config: BenchConfig, threads: int, backend_name: str,
-             int8_scheme: str, batch_size: int = 1) -> dict:
+             int8_scheme: str, batch_size: int = 1, warn: Callable[[str], None] = lambda _: None) -> dict:
     spec = get_spec(model)
     backend = get_backend(backend_name)
     if precision not in backend.precisions:
         raise SegedgeError(f"{backend.name} does not run {precision} (it runs {', '.join(backend.precisions)})")
     export = export_config_for(profile, spec.name, precision, config.input_size, config.eval_images, config.artifacts,
                                config.checkpoints.get(spec.name), threads, int8_scheme)
-    result = export_model(export)
+    result = export_model(export, log=lambda line: warn(f"{spec.name} {precision}: {line}") if "warning:" in line else None)
     stage_name = get_precision(precision).stage
     stage = result.manifest["stages"][stage_name]
     artifact = result.file(stage_name)

@@ -29,7 +29,7 @@ from segedge.graph.int8 import Int8Config, calibrated_graph, calibration_indices
 from segedge.models.registry import get_spec
 from segedge.backends.onnxruntime import OnnxRuntimeRunner
 from segedge.graph.simplify import simplified_onnx
-from segedge.flows.sources import Source, copy_checked_onnx, module_source, onnx_source
+from segedge.flows.sources import Source, code_fingerprint, copy_checked_onnx, module_source, onnx_source
 
 CALIB_SPLIT_SIZE = 512  # images the synthetic calibration split offers (it is generated, so any size works)
 
@@ -111,23 +111,34 @@ def resolve_source(config: ExportConfig, log: Log = lambda _: None, progress: bo
     if config.dynamic and not spec.dynamic_hw:
         raise InputSizeError(f"{spec.name} cannot be exported with dynamic H/W: {spec.dynamic_hw_reason or 'not supported'}")
     ckpt = _zoo_checkpoint(config, log, progress)
+    trained = (ckpt.train_info.get("config") or {}).get("scene_size")
+    size = tuple(config.input_size or spec.default_input_size)
+    if trained and tuple(trained) != size:
+        log(f"warning: these {spec.name} weights were trained at {trained[0]}x{trained[1]} and run here at "
+            f"{size[0]}x{size[1]}; a scale the network never saw can cost much of its accuracy "
+            f"(--input-size {trained[0]}x{trained[1]} matches the training)")
     weights_id = ckpt.sha256() if ckpt.path else f"untrained-seed{config.seed}-w{config.width}"
+    module = ckpt.build()
     return Source(name=spec.name, spec=spec, num_classes=ckpt.num_classes, class_names=ckpt.class_names,
-                  weights_id=weights_id, checkpoint=str(ckpt.path) if ckpt.path else None, module=ckpt.build(),
-                  extra={"width": ckpt.width})
+                  weights_id=weights_id, checkpoint=str(ckpt.path) if ckpt.path else None, module=module,
+                  extra={"width": ckpt.width}, code_id=code_fingerprint(module, spec.builder))
 
 
-def evaluation_sets(data: str, size: tuple[int, int], seed: int, split: str = "val"):
-    """(evaluation dataset, calibration dataset): never the same images."""
+def evaluation_sets(data: str, size: tuple[int, int], seed: int, log: Log = lambda _: None):
+    """(evaluation dataset, calibration dataset, holdout): never the same images. A folder without split
+    lists is split by a deterministic holdout (``holdout`` is its fraction, else None), said once in the log."""
     if data == "synthetic":
-        return (SyntheticScenes(split, CALIB_SPLIT_SIZE, size=size, seed=seed),
-                SyntheticScenes("calib", CALIB_SPLIT_SIZE, size=size, seed=seed))
-    from segedge.data.datasets import open_dataset
+        return (SyntheticScenes("val", CALIB_SPLIT_SIZE, size=size, seed=seed),
+                SyntheticScenes("calib", CALIB_SPLIT_SIZE, size=size, seed=seed), None)
+    from segedge.data.datasets import holdout_note, train_and_val
 
     kind, sep, root = data.partition(":")
     if not sep or not root:
         raise SegedgeError(f"--data takes synthetic or KIND:ROOT (e.g. cityscapes:/data/cityscapes), got {data!r}")
-    return open_dataset(kind, root, split, size=size), open_dataset(kind, root, "train", size=size)
+    train, val, holdout = train_and_val(kind, root, size=size)
+    if holdout is not None:
+        log(holdout_note(root, holdout))
+    return val, train, holdout
 
 
 def reference_for(source: Source, eval_set, count: int, threads: int) -> Reference:
@@ -179,7 +190,7 @@ def calibration_setup(config: ExportConfig, exported: "ExportResult", log: Log =
     """The source, evaluation and calibration sets and ranges-cache path of an ``export_model`` result."""
     source = resolve_source(config, log)
     size = tuple(exported.manifest["config"]["input_size"])
-    eval_set, calib_set = evaluation_sets(config.data, size, config.seed)
+    eval_set, calib_set, _ = evaluation_sets(config.data, size, config.seed)
     if len(calib_set) < config.int8_config.calib_images:
         raise CalibrationError(
             f"calibration set has {len(calib_set)} images but {config.int8_config.calib_images} were asked for; "
@@ -207,7 +218,7 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
     source = resolve_source(config, log, progress)
     spec = source.spec
     size = tuple(config.input_size or spec.default_input_size)
-    eval_set, calib_set = evaluation_sets(config.data, size, config.seed)
+    eval_set, calib_set, holdout = evaluation_sets(config.data, size, config.seed, log)
     if config.data != "synthetic" and eval_set.num_classes != source.num_classes:
         raise SegedgeError(f"{source.name} predicts {source.num_classes} classes but {config.data} labels "
                            f"{eval_set.num_classes}; evaluate on data with the model's classes")
@@ -222,127 +233,131 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
         **({"width": source.extra["width"]} if "width" in source.extra else {}),
         "num_classes": source.num_classes,
         "weights": source.weights_id,
+        **({"code": source.code_id} if source.code_id else {}),
         "input_size": list(size),
         "dynamic": config.dynamic,
         **({"dynamic_batch": True} if config.dynamic_batch else {}),
         "opset": EXPORT_OPSET if source.onnx is None else "given",
         "normalization": {"mean": list(spec.mean), "std": list(spec.std)},
-        "eval": {"data": config.data, "split": "val", "images": eval_count, "seed": config.seed},
+        "eval": {"data": config.data, "split": "val", "images": eval_count, "seed": config.seed,
+                 **({"holdout": holdout} if holdout is not None else {})},
     }
     art = ArtifactDir.for_config(config.store, source.name, base_config)
-    manifest = art.read_manifest() or {
-        "model": source.name,
-        "created": _now(),
-        "config": base_config,
-        "checkpoint": source.checkpoint,
-        "source_onnx": str(source.onnx) if source.onnx else None,
-        "class_names": list(source.class_names),
-        "normalization": {"mean": list(spec.mean), "std": list(spec.std)},
-        "stages": {},
-    }
-    manifest["tools"] = tool_versions()
+    with art.locked(log):  # one writer per artifact dir: the manifest is read, extended and written under it
+        art.remove_leftovers()
+        manifest = art.read_manifest() or {
+            "model": source.name,
+            "created": _now(),
+            "config": base_config,
+            "checkpoint": source.checkpoint,
+            "source_onnx": str(source.onnx) if source.onnx else None,
+            "class_names": list(source.class_names),
+            "normalization": {"mean": list(spec.mean), "std": list(spec.std)},
+            "stages": {},
+        }
+        manifest["tools"] = tool_versions()
 
-    reference: Reference | None = None
+        reference: Reference | None = None
 
-    def get_reference() -> Reference:
-        nonlocal reference
-        if reference is None:
-            reference = reference_for(source, eval_set, eval_count, threads)
-            manifest["reference"] = {"backend": source.reference_backend, "precision": "fp32", "miou": reference.miou,
-                                     "images": eval_count, "split": "val", "data": config.data}
-        return reference
+        def get_reference() -> Reference:
+            nonlocal reference
+            if reference is None:
+                reference = reference_for(source, eval_set, eval_count, threads)
+                manifest["reference"] = {"backend": source.reference_backend, "precision": "fp32", "miou": reference.miou,
+                                         "images": eval_count, "split": "val", "data": config.data}
+            return reference
 
-    def run_stage(stage: str, stage_config: dict, build: Callable[[Path], dict]) -> None:
-        if art.reusable_stage(manifest, stage, stage_config):
-            log(f"{stage:5s} reused  {art.file(STAGES[stage].file)}")
-            return
-        art.path.mkdir(parents=True, exist_ok=True)
-        final = art.file(STAGES[stage].file)
-        candidate = art.file(f".candidate.{STAGES[stage].file}")
-        try:
-            started = time.perf_counter()
-            info = build(candidate)
-            report = compare_to_reference(OnnxRuntimeRunner(candidate, threads=threads), get_reference())
-            gate = config.gates[stage]
-            entry = {
-                "file": final.name,
-                "config": stage_config,
-                "seconds": round(time.perf_counter() - started, 2),
-                **info,
-                "parity": report.as_dict(),
-                "gate": asdict(gate),
-            }
-            enforce_gate(stage, report, gate)
-            entry["sha256"] = sha256_file(candidate)
-            os.replace(candidate, final)
-        finally:
-            if candidate.exists():
-                candidate.unlink()
-        manifest["stages"][stage] = json.loads(json.dumps(entry))  # as the manifest file holds it (no tuples)
-        manifest["updated"] = _now()
-        art.write_manifest(manifest)
-        p = entry["parity"]
-        log(f"{stage:5s} ok      {final}  agreement {100 * p['argmax_agreement']:.3f} %  "
-            f"mIoU {100 * p['miou']:.2f} (drop {p['miou_drop_points']:+.2f})  max|Δ| {p['max_abs_diff']:.2e}")
+        def run_stage(stage: str, stage_config: dict, build: Callable[[Path], dict]) -> None:
+            if art.reusable_stage(manifest, stage, stage_config):
+                log(f"{stage:5s} reused  {art.file(STAGES[stage].file)}")
+                return
+            art.path.mkdir(parents=True, exist_ok=True)
+            final = art.file(STAGES[stage].file)
+            candidate = art.file(f".candidate.{os.getpid()}.{STAGES[stage].file}")
+            try:
+                started = time.perf_counter()
+                info = build(candidate)
+                report = compare_to_reference(OnnxRuntimeRunner(candidate, threads=threads), get_reference())
+                gate = config.gates[stage]
+                entry = {
+                    "file": final.name,
+                    "config": stage_config,
+                    "seconds": round(time.perf_counter() - started, 2),
+                    **info,
+                    "parity": report.as_dict(),
+                    "gate": asdict(gate),
+                }
+                enforce_gate(stage, report, gate)
+                entry["sha256"] = sha256_file(candidate)
+                os.replace(candidate, final)
+            finally:
+                if candidate.exists():
+                    candidate.unlink()
+            manifest["stages"][stage] = json.loads(json.dumps(entry))  # as the manifest file holds it (no tuples)
+            manifest["updated"] = _now()
+            art.write_manifest(manifest)
+            p = entry["parity"]
+            log(f"{stage:5s} ok      {final}  agreement {100 * p['argmax_agreement']:.3f} %  "
+                f"mIoU {100 * p['miou']:.2f} (drop {p['miou_drop_points']:+.2f})  max|Δ| {p['max_abs_diff']:.2e}")
 
-    def onnx_stage(candidate: Path) -> dict:
-        if source.onnx is not None:
-            return copy_checked_onnx(source.onnx, candidate)
-        info = onnx_from_torch(source.module, spec, candidate, size, dynamic=config.dynamic,
-                               dynamic_batch=config.dynamic_batch)
-        return {"opset": info.opset, "input_shape": list(info.input_shape), "output_shape": list(info.output_shape),
-                "dynamic_checked_at": list(info.second_size) if info.second_size else None}
+        def onnx_stage(candidate: Path) -> dict:
+            if source.onnx is not None:
+                return copy_checked_onnx(source.onnx, candidate)
+            info = onnx_from_torch(source.module, spec, candidate, size, dynamic=config.dynamic,
+                                   dynamic_batch=config.dynamic_batch)
+            return {"opset": info.opset, "input_shape": list(info.input_shape), "output_shape": list(info.output_shape),
+                    "dynamic_checked_at": list(info.second_size) if info.second_size else None}
 
-    run_stage("onnx", {"base": base_config}, onnx_stage)
-    onnx_sha = manifest["stages"]["onnx"]["sha256"]
-    onnx_path = art.file(STAGES["onnx"].file)
-    run_stage("sim", {"source_sha256": onnx_sha}, lambda c: simplified_onnx(onnx_path, c))
-    sim_sha = manifest["stages"]["sim"]["sha256"]
-    sim_path = art.file(STAGES["sim"].file)
+        run_stage("onnx", {"base": base_config}, onnx_stage)
+        onnx_sha = manifest["stages"]["onnx"]["sha256"]
+        onnx_path = art.file(STAGES["onnx"].file)
+        run_stage("sim", {"source_sha256": onnx_sha}, lambda c: simplified_onnx(onnx_path, c))
+        sim_sha = manifest["stages"]["sim"]["sha256"]
+        sim_path = art.file(STAGES["sim"].file)
 
-    if config.builds("fp16"):
-        run_stage("fp16", {"source_sha256": sim_sha}, lambda c: fp16_from_onnx(sim_path, c))
+        if config.builds("fp16"):
+            run_stage("fp16", {"source_sha256": sim_sha}, lambda c: fp16_from_onnx(sim_path, c))
 
-    if config.builds("int8"):
-        icfg = config.int8_config
-        ranges = ranges_cache_path(art.path, icfg, sim_sha)
+        if config.builds("int8"):
+            icfg = config.int8_config
+            ranges = ranges_cache_path(art.path, icfg, sim_sha)
 
-        def int8_stage(candidate: Path) -> dict:
-            from tqdm import tqdm
+            def int8_stage(candidate: Path) -> dict:
+                from tqdm import tqdm
 
-            started = time.perf_counter()
-            calibration_inputs, selection = calibration_feed(calib_set, spec, icfg)
-            with tqdm(total=icfg.calib_images, desc="calibrate", unit="img", disable=not progress) as bar:
-                with calibrated_graph(sim_path, calibration_inputs, icfg, available_images=len(calib_set),
-                                      ranges_cache=ranges, progress=lambda n: bar.update(n - bar.n)) as graph:
-                    bar.close()
-                    info = graph.quantize(candidate)
-                    if graph.equalization is not None:
-                        info["equalization"] = graph.equalization
-                    if icfg.max_drop is not None:
-                        info.update(mixed_precision(graph, candidate, art.file(STAGES["onnx"].file)))
-            split = "calib" if config.data == "synthetic" else "train"
-            return {"seconds": round(time.perf_counter() - started, 2), **info,
-                    "calibration": {"data": config.data, "split": split, "ranges_cache": ranges.name, **icfg.as_dict(),
-                                    "selection": selection}}
+                started = time.perf_counter()
+                calibration_inputs, selection = calibration_feed(calib_set, spec, icfg)
+                with tqdm(total=icfg.calib_images, desc="calibrate", unit="img", disable=not progress) as bar:
+                    with calibrated_graph(sim_path, calibration_inputs, icfg, available_images=len(calib_set),
+                                          ranges_cache=ranges, progress=lambda n: bar.update(n - bar.n)) as graph:
+                        bar.close()
+                        info = graph.quantize(candidate)
+                        if graph.equalization is not None:
+                            info["equalization"] = graph.equalization
+                        if icfg.max_drop is not None:
+                            info.update(mixed_precision(graph, candidate, art.file(STAGES["onnx"].file)))
+                split = "calib" if config.data == "synthetic" else "train"
+                return {"seconds": round(time.perf_counter() - started, 2), **info,
+                        "calibration": {"data": config.data, "split": split, "ranges_cache": ranges.name, **icfg.as_dict(),
+                                        "selection": selection}}
 
-        def mixed_precision(graph, candidate: Path, onnx_path: Path) -> dict:
-            import onnx
+            def mixed_precision(graph, candidate: Path, onnx_path: Path) -> dict:
+                import onnx
 
-            from segedge.verify.sensitivity import mixed_precision_search, torch_scopes
+                from segedge.verify.sensitivity import mixed_precision_search, torch_scopes
 
-            result = mixed_precision_search(graph, get_reference(), candidate, icfg.max_drop, icfg.max_search_steps,
-                                            threads=threads, scopes=torch_scopes(onnx_path), log=log,
-                                            order=icfg.search_order)
-            log(f"int8  {result.message}")
-            info = {"mixed_precision": result.as_dict(), **qdq_counts(onnx.load(str(candidate)))}
-            if not result.met:
-                info["warnings"] = [result.message]
-            return info
+                result = mixed_precision_search(graph, get_reference(), candidate, icfg.max_drop, icfg.max_search_steps,
+                                                threads=threads, scopes=torch_scopes(onnx_path), log=log,
+                                                order=icfg.search_order)
+                log(f"int8  {result.message}")
+                info = {"mixed_precision": result.as_dict(), **qdq_counts(onnx.load(str(candidate)))}
+                if not result.met:
+                    info["warnings"] = [result.message]
+                return info
 
-        run_stage("int8", {"source_sha256": sim_sha, "int8": icfg.as_dict()}, int8_stage)
+            run_stage("int8", {"source_sha256": sim_sha, "int8": icfg.as_dict()}, int8_stage)
 
-    return ExportResult(art.path, manifest)
+        return ExportResult(art.path, manifest)
 
 
 def _now() -> str:

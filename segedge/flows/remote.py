@@ -102,6 +102,12 @@ def remote_path(path: str) -> str:
     return shlex.quote(path)
 
 
+def remote_command(command: str) -> str:
+    """``--remote-segedge`` for the device's shell: one path (spaces allowed), quoted as :func:`remote_path`
+    quotes ``--remote-dir``, so ``~/segedge/bin/segedge`` expands to the device user's home."""
+    return remote_path(command)
+
+
 def connection_failure(host: str, stderr: str) -> str:
     lines = [line.strip() for line in stderr.splitlines() if line.strip() and not line.startswith("Warning: Permanently added")]
     reason = lines[-1] if lines else "ssh exited with status 255"
@@ -130,7 +136,7 @@ def check_remote_version(target: SshTarget) -> str:
     """The device's segedge version; raises with an install hint when it is missing or incompatible."""
     from segedge import __version__
 
-    done = target.run(f"{shlex.quote(target.segedge)} --version", what="`segedge --version`")
+    done = target.run(f"{remote_command(target.segedge)} --version", what="`segedge --version`")
     out = (done.stdout.decode(errors="replace") + done.stderr.decode(errors="replace")).strip()
     match = re.match(r"segedge (\S+)", done.stdout.decode(errors="replace").strip())
     if done.returncode != 0 or match is None:
@@ -228,7 +234,7 @@ def run_segedge(target: SshTarget, args: Iterable[str], log: Log, stdout: Callab
     Not bounded by a timeout: a sweep on a Jetson takes as long as it takes; a dead link is detected by
     ssh's keep-alives (ServerAliveInterval) and ends the call with status 255.
     """
-    command = target.in_dir("exec " + " ".join(shlex.quote(a) for a in (target.segedge, *args)))
+    command = target.in_dir("exec " + " ".join([remote_command(target.segedge), *(shlex.quote(a) for a in args)]))
     process = subprocess.Popen(target.ssh_argv(command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, errors="replace")
     out_lines: list[str] = []

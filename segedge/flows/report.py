@@ -74,7 +74,8 @@ def _cells(row: dict) -> dict[str, str]:
         "miou_drop": fmt(row.get("miou_drop"), "+.2f"),
         "argmax_agreement": fmt(None if row.get("argmax_agreement") is None else 100 * row["argmax_agreement"], ".2f"),
         "peak_rss_mb": fmt(row.get("peak_rss_mb"), ".0f"),
-        "status": STATUS_MARK[row["status"]] + (f" {row['reason']}" if row.get("reason") else ""),
+        "status": STATUS_MARK[row["status"]] + (" smoke (--quick: 3 runs, not figures to quote)" if row.get("quick") else "")
+                  + (f" {row['reason']}" if row.get("reason") else "") + (f" ({row['unsaved']})" if row.get("unsaved") else ""),
         "pareto": "★" if row.get("pareto") else "",
         "cpu": f"{machine.get('cpu', '?')} ({machine.get('cores', '?')} cores)",
     }
@@ -120,7 +121,7 @@ def pareto_plot(rows: list[dict], path: str | Path) -> Path:
         group = [r for r in rows if r["profile"] == profile]
         for r in group:
             ax.scatter(r["median_ms"], 100 * r["miou"], marker=markers.get(r["precision"], "x"), s=50)
-            ax.annotate(f"{r['model']} {r['precision']}", (r["median_ms"], 100 * r["miou"]), fontsize=7,
+            ax.annotate(f"{r['model']} {r['precision']}" + (" (quick)" if r.get("quick") else ""), (r["median_ms"], 100 * r["miou"]), fontsize=7,
                         xytext=(4, 3), textcoords="offset points")
         front = sorted((r for r in group if r["pareto"]), key=lambda r: r["median_ms"])
         ax.plot([r["median_ms"] for r in front], [100 * r["miou"] for r in front], "--", label=f"{profile} Pareto front")

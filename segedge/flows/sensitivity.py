@@ -7,10 +7,10 @@ artifacts, evaluation images and calibration feed.
 from __future__ import annotations
 
 import sys
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from segedge.core.artifacts import scratch_dir
 from segedge.backends.onnxruntime import OnnxRuntimeRunner
 from segedge.flows.export import ExportConfig, calibration_feed, calibration_setup, export_model, reference_for
 from segedge.graph.int8 import calibrated_graph
@@ -40,7 +40,7 @@ def model_sensitivity(config: ExportConfig, block_depth: int | None = None, log:
     with calibrated_graph(fp32.file("sim"), calibration_inputs, icfg, len(setup.calib_set),
                           ranges_cache=setup.ranges_cache) as graph:
         groups = blocks(graph, scopes, block_depth) if block_depth else None
-        with tempfile.TemporaryDirectory(prefix="segedge-sensitivity-") as work:
+        with scratch_dir("sensitivity") as work:
             full_path = Path(work) / "full.onnx"
             graph.quantize(full_path)
             full = compare_to_reference(OnnxRuntimeRunner(full_path, threads=setup.threads), reference)

@@ -32,6 +32,7 @@ class Source:
     class_names: tuple[str, ...]
     weights_id: str
     checkpoint: str | None = None
+    code_id: str | None = None  # hash of the source files that define the torch module (None for an ONNX)
     module: Any = None  # torch module, or None for an ONNX source
     onnx: Path | None = None
     extra: dict = field(default_factory=dict)
@@ -48,6 +49,35 @@ class Source:
     @property
     def reference_backend(self) -> str:
         return "torch" if self.module is not None else "onnxruntime (given ONNX)"
+
+
+def code_fingerprint(module, *defined_by) -> str:
+    """sha256 (16 hex) of the Python source files that define ``module``'s classes and ``defined_by`` (its
+    builder): edit ``forward`` or any layer the network is made of and the fingerprint changes, so the artifact
+    key changes and a stale ONNX is never served. torch's own files are covered by its version in the manifest.
+
+    File names and contents count, not their folders, so moving a checkout keeps the cache.
+    """
+    import inspect
+
+    import torch
+
+    torch_root = Path(torch.__file__).resolve().parent
+    files = set()
+    for obj in [*(type(m) for m in module.modules()), *defined_by]:
+        try:
+            found = inspect.getsourcefile(obj)
+        except TypeError:  # built-ins
+            continue
+        if found is None:
+            continue
+        path = Path(found).resolve()
+        if torch_root not in path.parents and path.is_file():
+            files.add(path)
+    digest = hashlib.sha256()
+    for path in sorted(files, key=lambda f: (f.name, str(f))):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def adhoc_spec(name: str, input_size: tuple[int, int] | None, mean, std, stride: int = 1) -> ModelSpec:
@@ -129,7 +159,8 @@ def module_source(reference: str, checkpoint: Path | None, input_size: tuple[int
     name = reference.replace(":", ".").split(".")[-1]
     weights = sha256_file(checkpoint) if checkpoint else "builder-" + hashlib.sha256(reference.encode()).hexdigest()[:12]
     return Source(name=name, spec=adhoc_spec(name, input_size, mean, std), num_classes=len(classes),
-                  class_names=classes, weights_id=weights, checkpoint=str(checkpoint) if checkpoint else None, module=module)
+                  class_names=classes, weights_id=weights, checkpoint=str(checkpoint) if checkpoint else None, module=module,
+                  code_id=code_fingerprint(module, builder))
 
 
 def onnx_source(path: Path, input_size: tuple[int, int] | None, mean, std, num_classes: int | None, class_names) -> Source:

@@ -16,7 +16,6 @@ and quantizes as many ways as asked: all layers, one layer alone (sensitivity), 
 
 from __future__ import annotations
 
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -25,7 +24,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from segedge.core.artifacts import atomic_path
+from segedge.core.artifacts import atomic_path, scratch_dir
 from segedge.core.errors import CalibrationError, InputSizeError
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
@@ -350,7 +349,7 @@ def calibrated_graph(
             f"calibration set has {available_images} images but {config.calib_images} were asked for; "
             f"lower --calib-images to at most {available_images}"
         )
-    with tempfile.TemporaryDirectory(prefix="segedge-int8-") as work:
+    with scratch_dir("int8") as work:
         prepared = Path(work) / "prepared.onnx"
         # shape inference + onnxruntime's graph fusions so Q/DQ land where kernels fuse (conv+relu, ...)
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)

@@ -78,6 +78,16 @@ class ModelSpec:
             name for name, on in (("dynamic", self.dynamic_hw), ("int8", self.int8_safe), ("trt", self.tensorrt_parser_safe)) if on
         ) or "-"
 
+    def nearest_valid_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size closest to ``height`` x ``width`` that the network takes (multiples of ``size_multiple``,
+        at least the minimum): what a dataset's native size becomes for training and export."""
+        s = self.size_multiple
+
+        def snap(value: int, minimum: int) -> int:
+            return max(round(value / s) * s, -(-minimum // s) * s, s)
+
+        return snap(height, self.min_input_size[0]), snap(width, self.min_input_size[1])
+
     def check_input_size(self, height: int, width: int) -> None:
         """Refuse sizes the network cannot take, naming the nearest sizes it can."""
         s = self.size_multiple

@@ -10,6 +10,7 @@ from a training state, and a seed that makes a run reproducible on the same mach
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from segedge.core.errors import CheckpointError, InputSizeError, SegedgeError
 from segedge.core.metrics import ConfusionMatrix, SegmentationScores
 from segedge.models.registry import get_spec
 
+SYNTHETIC_SCENE_SIZE = (512, 1024)
 AUX_WEIGHT = 0.4  # BiSeNet's auxiliary-loss weight; applies to any model returning (main, *aux) in training
 SCHEDULES = ("poly", "cosine", "plateau")
 
@@ -34,7 +36,9 @@ class TrainConfig:
     width: float = 1.0
     iterations: int = 400
     batch_size: int = 8
-    scene_size: tuple[int, int] = (512, 1024)
+    # HxW the scenes are rendered or resized to. None: 512x1024 for synthetic scenes, the data's own size (its
+    # first training image, rounded to the model's stride) for a real dataset; recorded in the checkpoint
+    scene_size: tuple[int, int] | None = None
     crop: tuple[int, int] = (256, 256)
     train_scenes: int = 160  # synthetic scenes rendered once and cropped from (real data: the whole split)
     val_images: int = 8
@@ -49,6 +53,10 @@ class TrainConfig:
     eval_every: int = 0  # 0: evaluate once at the end
     seed: int = 0
     threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.scene_size is None and self.data == "synthetic":
+            object.__setattr__(self, "scene_size", SYNTHETIC_SCENE_SIZE)  # the cache keys of earlier recipes
 
     def validate(self) -> None:
         spec = get_spec(self.model)
@@ -71,6 +79,8 @@ class TrainConfig:
         if self.eval_every < 0:
             raise InputSizeError(f"eval-every must be >= 0, got {self.eval_every}")
         spec.check_input_size(*self.crop)
+        if self.scene_size is None:
+            return  # the data's size, resolved (and checked) when the data is opened
         spec.check_input_size(*self.scene_size)
         if self.crop[0] > self.scene_size[0] or self.crop[1] > self.scene_size[1]:
             raise InputSizeError(f"crop {self.crop} is larger than the scene size {self.scene_size}")
@@ -93,19 +103,42 @@ def state_path(checkpoint: Path) -> Path:
     return checkpoint.with_suffix(".state.pt")
 
 
-def open_splits(config: TrainConfig):
+def with_data_size(config: TrainConfig, log=lambda _: None) -> TrainConfig:
+    """``config`` with ``scene_size`` resolved: a real dataset trains at its own size (the first training
+    image's, rounded to the model's stride) rather than being resized to 512x1024 without a word."""
+    if config.scene_size is not None:
+        return config
+    from dataclasses import replace
+
+    from segedge.data.datasets import train_and_val
+
+    kind, sep, root = config.data.partition(":")
+    if not sep or not root:
+        raise SegedgeError(f"--data takes synthetic or KIND:ROOT (e.g. cityscapes:/data/cityscapes), got {config.data!r}")
+    train_set, _, _ = train_and_val(kind, root)
+    if len(train_set) == 0:
+        raise SegedgeError(f"{config.data} has no training images")
+    height, width = train_set[0][0].shape[:2]
+    size = get_spec(config.model).nearest_valid_size(height, width)
+    log(f"training at {size[0]}x{size[1]}: the size of {config.data}'s images ({height}x{width}), rounded to what "
+        f"{config.model} takes (--scene-size to choose another)")
+    return replace(config, scene_size=size)
+
+
+def open_splits(config: TrainConfig, log=lambda _: None):
     """(train dataset, val dataset, class names) for ``config.data``."""
     if config.data == "synthetic":
         train = SyntheticScenes("train", config.train_scenes, size=config.scene_size, seed=config.seed)
         val = SyntheticScenes("val", config.val_images, size=config.scene_size, seed=config.seed)
         return train, val, train.class_names
-    from segedge.data.datasets import open_dataset
+    from segedge.data.datasets import holdout_note, train_and_val
 
     kind, sep, root = config.data.partition(":")
     if not sep or not root:
         raise SegedgeError(f"--data takes synthetic or KIND:ROOT (e.g. cityscapes:/data/cityscapes), got {config.data!r}")
-    train = open_dataset(kind, root, "train", size=config.scene_size)
-    val = open_dataset(kind, root, "val", size=config.scene_size)
+    train, val, holdout = train_and_val(kind, root, size=config.scene_size)
+    if holdout is not None:
+        log(holdout_note(root, holdout))
     return train, val, tuple(train.class_names)
 
 
@@ -147,9 +180,11 @@ def train(config: TrainConfig, out: str | Path | None = None, progress: bool = T
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
+    config = with_data_size(config, log=lambda m: print(m, file=sys.stderr, flush=True))
+    config.validate()
     path = Path(out) if out else cached_checkpoint_path(config)
 
-    train_set, val_set, class_names = open_splits(config)
+    train_set, val_set, class_names = open_splits(config, log=lambda m: print(m, file=sys.stderr, flush=True))
     num_classes = len(class_names)
     criterion = build_loss(config.loss, num_classes, IGNORE_INDEX)
     started = time.perf_counter()

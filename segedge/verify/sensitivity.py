@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import math
 import shutil
-import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from segedge.core.artifacts import scratch_dir
 from segedge.verify.compare import ParityReport, Reference, compare_to_reference
 from segedge.graph.int8 import CalibratedGraph
 
@@ -99,7 +98,7 @@ def layer_sensitivity(
     op_types = {layer.name: layer.op_type for layer in graph.layers()}
     units = groups or {name: [name] for name in op_types}
     results = []
-    with tempfile.TemporaryDirectory(prefix="segedge-sensitivity-") as work:
+    with scratch_dir("sensitivity") as work:
         path = Path(work) / "one.onnx"
         for done, (name, members) in enumerate(units.items(), 1):
             graph.quantize(path, only=members)
@@ -249,7 +248,7 @@ def mixed_precision_search(
 
     dst = Path(dst)
     layers = graph.layers()
-    with tempfile.TemporaryDirectory(prefix="segedge-mixed-") as work:
+    with scratch_dir("mixed") as work:
         full = Path(work) / "full.onnx"
         graph.quantize(full)
         full_report = compare_to_reference(OnnxRuntimeRunner(full, threads=threads), reference)

@@ -269,13 +269,44 @@ def test_a_dropped_connection_keeps_finished_rows_and_a_rerun_fetches_them(sshd,
         assert [r["status"] for r in local.rows()] == ["ok"]
 
 
-def test_check_runs_on_the_device_with_the_onnx_copied_there(sshd, work, tiny_checkpoint, capsys):
-    onnx = next((work / "export" / "unet").glob("*/model.sim.onnx"))  # exported by the first bench test
-    local = main(["check", str(onnx), "--profile", "jetson-orin-nano"])
+@pytest.fixture(scope="module")
+def small_onnx(work, tiny_checkpoint):
+    """An exported ONNX of its own, so the check tests run alone as well as after the bench tests."""
+    from segedge.flows.export import ExportConfig, export_model
+
+    config = ExportConfig(model="unet", checkpoint=tiny_checkpoint.path, input_size=(64, 128), eval_images=2,
+                          store=work / "check-export", threads=2)
+    return export_model(config).file("sim")
+
+
+def test_check_runs_on_the_device_with_the_onnx_copied_there(sshd, work, small_onnx, capsys):
+    local = main(["check", str(small_onnx), "--profile", "jetson-orin-nano"])
     here = capsys.readouterr().out
-    code = main(["check", str(onnx), "--profile", "jetson-orin-nano", "--remote", "device", "--remote-segedge", SEGEDGE,
-                 "--remote-dir", str(work / "device"), "--ssh-config", str(sshd.config)])
+    argv = ["check", str(small_onnx), "--profile", "jetson-orin-nano", "--remote", "device", "--remote-segedge", SEGEDGE,
+            "--remote-dir", str(work / "device-check"), "--ssh-config", str(sshd.config)]
+    code = main(argv)
     out, err = capsys.readouterr()
     assert code == local
     assert out.splitlines()[1:] == here.splitlines()[1:]  # the first line names the file, whose path differs
-    assert "copied 1 of 2 files" in err  # the profile; the device already had this ONNX from the bench test
+    assert "copied 2 of 2 files" in err  # the ONNX and the profile
+    assert main(argv) == local
+    assert "copied 0 of 2 files" in capsys.readouterr().err  # content-addressed: nothing is sent twice
+
+
+def test_readmes_remote_segedge_with_a_tilde_expands_on_the_device(sshd, work, small_onnx, capsys):
+    """README's line quotes '~/segedge/bin/segedge' so the workstation's shell leaves it alone: the device's
+    shell must expand it (it once reached the device as a literal '~' and failed)."""
+    import uuid
+
+    folder = Path.home() / f".segedge-test-{uuid.uuid4().hex[:8]}"
+    (folder / "bin").mkdir(parents=True)
+    try:
+        (folder / "bin" / "segedge").symlink_to(SEGEDGE)
+        code = main(["check", str(small_onnx), "--profile", "jetson-orin-nano", "--remote", "device",
+                     "--remote-segedge", f"~/{folder.name}/bin/segedge", "--remote-dir", "~/" + folder.name + "/cache",
+                     "--ssh-config", str(sshd.config)])
+        out, err = capsys.readouterr()
+        assert code in (0, 1) and "not installed" not in err
+        assert "TensorRT" in out  # the device's report came back
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -38,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     except SegedgeError as exc:
         print(f"segedge: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a full disk, a read-only or missing folder: the system's words on one line
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"segedge: error: {exc.strerror or exc}{where} (finished artifacts and rows are kept; the unfinished "
+              f"one was discarded)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("segedge: interrupted; finished artifacts are kept, unfinished ones were discarded", file=sys.stderr)
         return 130

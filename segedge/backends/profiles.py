@@ -151,6 +151,7 @@ def load_profile_file(path: str | Path) -> Profile:
     for key in ("name", "description", "backend", "precisions", "input_size"):
         if key not in data:
             raise ProfileError(f"{where}: missing required key {key!r}")
+    _check_types(data, where)
     kwargs = dict(data)
     if "int8_activation" in kwargs:  # the older key: u8 meant the x86 scheme, s8 the tensorrt one
         old = kwargs.pop("int8_activation")
@@ -201,6 +202,47 @@ def _validate(p: Profile, where: str) -> None:
                            f"backend's choice for the machine)")
     if p.threads < 0 or p.min_runs < 1 or p.warmup_runs < 0 or p.min_seconds < 0:
         raise ProfileError(f"{where}: threads, warmup_runs, min_runs and min_seconds must not be negative")
+
+
+NUMBER = (int, float)
+# the TOML type of every key ("list of X" as [X]); a wrong type is an error naming the key, not a traceback later
+_TYPES = {
+    "name": str, "description": str, "backend": str, "precisions": [str], "input_size": [int], "batch_sizes": [int],
+    "fallback_backends": [str], "providers": [str], "threads": int, "int8_scheme": str, "int8_activation": str,
+    "warmup_runs": int, "min_runs": int, "min_seconds": NUMBER, "record_power_mode": bool,
+    "tolerance": {"*": NUMBER},
+    "tensorrt": {"versions": str, "workspace_mb": int, "dla_core": int, "builder_optimization_level": int},
+    "requires": {"arch": [str], "cuda": bool, "jetson_module": str},
+}
+
+
+def _type_name(kind) -> str:
+    if isinstance(kind, list):
+        return f"a list of {_type_name(kind[0]).split(' ', 1)[-1]}s"
+    if kind is NUMBER:
+        return "a number"
+    return {str: "a string", int: "an integer", bool: "true or false", dict: "a table"}[kind]
+
+
+def _is(value, kind) -> bool:
+    if isinstance(kind, list):
+        return isinstance(value, list) and all(_is(v, kind[0]) for v in value)
+    if isinstance(value, bool):
+        return kind is bool
+    return isinstance(value, kind)
+
+
+def _check_types(data: dict, where: str, types: dict = _TYPES, prefix: str = "") -> None:
+    for key, value in data.items():
+        kind = types.get(key, types.get("*"))
+        if kind is None:
+            continue
+        if isinstance(kind, dict):
+            if not isinstance(value, dict):
+                raise ProfileError(f"{where}: {prefix}{key} must be a table ([{prefix}{key}])")
+            _check_types(value, where, kind, f"{prefix}{key}.")
+        elif not _is(value, kind):
+            raise ProfileError(f"{where}: {prefix}{key} must be {_type_name(kind)}, not {value!r}")
 
 
 def list_profiles() -> list[Profile]:

@@ -8,6 +8,7 @@ are marked with :func:`device_file` and shipped; flags marked :func:`local_only`
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -48,6 +49,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return value
+
+
 def scale_range(text: str) -> tuple[float, float]:
     try:
         low, high = (float(v) for v in text.split(","))
@@ -79,6 +90,31 @@ _FORMATS = {
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def writable_file(path: str | None, what: str) -> None:
+    """Refuse an output path that cannot be written before any work is done, not after it."""
+    if path is None:
+        return
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise SegedgeError(f"cannot write the {what} to {target}: it is a directory; give a file name")
+    if not folder.is_dir():
+        raise SegedgeError(f"cannot write the {what} to {target}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise SegedgeError(f"cannot write the {what} to {target}: the folder {folder} is not writable")
+
+
+def writable_folder(path: str | None, what: str) -> None:
+    if path is None:
+        return
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise SegedgeError(f"cannot write the {what} into {target}: it is a file, not a folder")
+    existing = next((p for p in (target, *target.parents) if p.exists()), Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise SegedgeError(f"cannot write the {what} into {target}: {existing} is not a writable folder")
 
 
 def class_names(path: str | None) -> tuple[str, ...] | None:
@@ -194,7 +230,7 @@ def add_int8(p: argparse.ArgumentParser, *, search: bool = True) -> None:
         return
     g.add_argument("--activation", choices=("u8", "s8"),
                    help="INT8 activation type: u8 for x86 onnxruntime (default), s8 symmetric for TensorRT")
-    g.add_argument("--max-drop", type=float, help="mIoU budget in points: keep the most sensitive layers in float until the INT8 drop meets it")
+    g.add_argument("--max-drop", type=non_negative_float, help="mIoU budget in points: keep the most sensitive layers in float until the INT8 drop meets it")
     g.add_argument("--search-order", choices=SEARCH_ORDERS,
                    help="--max-drop keeps float first the layers most costly alone (default; measures each layer) "
                         "or those nearest the output (no per-layer measuring: for heavy nets)")

@@ -14,7 +14,7 @@ from segedge.core.errors import SegedgeError
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="all metrics per class of a zoo model, checkpoint, ONNX file or TensorRT engine")
     add_source(p, model_help="zoo name (cached trained weights or --checkpoint) or package.module:function "
-               "(it is imported and run: only name code you trust)", width_default=None)
+               "(it is imported and run: only name code you trust; the current folder is not on the import path: set PYTHONPATH)", width_default=None)
     p.add_argument("--onnx", help="an ONNX file (normalisation and class names come from its segedge manifest if it has one)")
     p.add_argument("--engine", help="a TensorRT engine built by segedge")
     p.add_argument("--data", default="synthetic", help=DATA_KINDS)

@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
         "compared with the torch FP32 model on held-out synthetic images; one that fails its gate is not kept.",
     )
     add_source(p, model_help="zoo model name (see `segedge models`), or package.module:function building any "
-               "nn.Module (it is imported and run: only name code you trust)")
+               "nn.Module (it is imported and run: only name code you trust; the current folder is not on the import path: set PYTHONPATH)")
     device_file(p.add_argument("--onnx", help="bring your own ONNX (float32 N×3×H×W → N×C×H×W): it is the FP32 reference"))
     p.add_argument("--untrained", action="store_true", help="random weights (smoke tests only: figures mean nothing)")
     p.add_argument("--dynamic", action="store_true", help="dynamic H and W, proven by running a second size")

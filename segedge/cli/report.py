@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segedge.cli.args import log, positive_float
+from segedge.cli.args import log, positive_float, writable_file, writable_folder
 from segedge.core.errors import SegedgeError
 
 
@@ -25,6 +25,10 @@ def run(args: argparse.Namespace) -> int:
     from segedge.core.results import ResultsStore
     from segedge.flows.report import pareto_plot, pick_under_budget, render, summarize_budget, write_overlays
 
+    writable_file(args.plot, "plot")
+    writable_folder(args.overlays, "overlays")
+    if Path(args.results).is_dir():
+        raise SegedgeError(f"results store {args.results} is a directory; give the .sqlite file in it")
     if not Path(args.results).is_file():
         raise SegedgeError(f"no results store at {args.results}; run `segedge bench` first")
     with ResultsStore(args.results) as store:

@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
         description="Quantize each Conv/ConvTranspose/MatMul layer (or block) alone with one shared calibration "
                     "and measure its mIoU drop and argmax agreement against the FP32 reference.",
     )
-    add_source(p, model_help="zoo name or package.module:function (it is imported and run: only name code you trust)",
+    add_source(p, model_help="zoo name or package.module:function (it is imported and run: only name code you trust; the current folder is not on the import path: set PYTHONPATH)",
                required=True, own=False)
     add_int8(p, search=False)
     p.add_argument("--eval-images", type=positive_int, default=8, help="held-out images for mIoU (default 8)")
@@ -29,7 +29,10 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from segedge.cli.args import writable_file
     from segedge.core.artifacts import DEFAULT_STORE
+
+    writable_file(args.png, "bar chart")
     from segedge.flows.export import ExportConfig
     from segedge.flows.sensitivity import model_sensitivity
     from segedge.verify.sensitivity import sensitivity_bar_chart, sensitivity_markdown

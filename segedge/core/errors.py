@@ -45,3 +45,17 @@ class RunnerInputError(SegedgeError, ValueError):
 
 class ProfileError(SegedgeError):
     """A hardware profile that is unknown, malformed, or that this machine cannot run."""
+
+
+def brief(exc: BaseException, limit: int = 300) -> str:
+    """An exception from a library as one readable line: its first line, cut at a sentence or word end (never
+    mid-word) when longer than ``limit``; an OSError as the system's words and the file."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    text = str(exc).strip()
+    line = text.splitlines()[0].strip() if text else type(exc).__name__
+    if len(line) <= limit:
+        return line
+    cut = line[:limit]
+    end = cut.rfind(". ")
+    return cut[: end + 1] if end > limit // 2 else cut[: cut.rfind(" ")] + " …"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any, Iterable
@@ -56,7 +57,14 @@ STATUS_MARK = {"ok": "✅", "drop": "❎", "failed": "❌"}
 class ResultsStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():
+            raise ArtifactError(f"results store {self.path} is a directory; give a file path, e.g. {self.path / 'results.sqlite'}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ArtifactError(f"cannot create the results store {self.path}: {exc.strerror or exc}") from None
+        if not os.access(self.path.parent, os.W_OK) or (self.path.exists() and not os.access(self.path, os.W_OK)):
+            raise ArtifactError(f"cannot write the results store {self.path}: the file or its folder is read-only")
         try:
             self.db = sqlite3.connect(self.path)
             columns = ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items())
@@ -117,9 +125,13 @@ class ResultsStore:
         return cur.fetchone() is not None
 
     def rows(self) -> list[dict[str, Any]]:
-        cur = self.db.execute("SELECT * FROM measurements ORDER BY id")
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, values)) for values in cur.fetchall()]
+        try:
+            cur = self.db.execute("SELECT * FROM measurements ORDER BY id")
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, values)) for values in cur.fetchall()]
+        except sqlite3.DatabaseError as exc:  # a truncated or corrupt page
+            raise ArtifactError(f"results store {self.path} is damaged ({exc}); keep a copy and start a new store "
+                                f"with --results, or merge what is readable from a backup") from None
 
     def latest_rows(self) -> list[dict[str, Any]]:
         """The newest row per (machine, profile, model, precision, size, batch); a full measurement is preferred

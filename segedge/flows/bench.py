@@ -22,7 +22,7 @@ from segedge.data.transforms import to_network_input
 from segedge.backends.profiles import Profile
 from segedge.backends.registry import get_backend
 from segedge.core.artifacts import machine_timing_lock
-from segedge.core.errors import ArtifactError, SegedgeError
+from segedge.core.errors import ArtifactError, SegedgeError, brief
 from segedge.core.hardware import Machine
 from segedge.core.precision import get_precision
 from segedge.core.results import STATUS_MARK, ResultsStore
@@ -85,8 +85,10 @@ def run_sweep(
                     raise
                 except SegedgeError as exc:
                     row.update(status="failed", reason=str(exc))
-                except Exception as exc:  # a bug in one row must not stop the sweep; keep its reason
-                    row.update(status="failed", reason=f"{type(exc).__name__}: {exc} ({traceback.format_exc(limit=1).splitlines()[-1]})")
+                except Exception as exc:  # a bug in one row must not stop the sweep; keep its reason and where
+                    frame = traceback.extract_tb(exc.__traceback__)[-1]
+                    row.update(status="failed", reason=f"{type(exc).__name__}: {brief(exc)} "
+                                                       f"(at {Path(frame.filename).name}:{frame.lineno})")
             try:
                 store.add(row)
             except (OSError, ArtifactError) as exc:  # a full disk must not lose the figure nor stop the sweep

@@ -27,7 +27,8 @@ TABLE_COLUMNS = (
 
 def _runnable(row: dict) -> bool:
     """A row that ran at batch 1: the latency a deployment decision compares (batch rows report throughput)."""
-    return row["status"] != "failed" and row.get("median_ms") is not None and row.get("batch", 1) == 1
+    return (row.get("status") in ("ok", "drop") and row.get("median_ms") is not None and row.get("miou") is not None
+            and (row.get("batch") or 1) == 1)
 
 
 def mark_pareto(rows: list[dict]) -> list[dict]:
@@ -67,14 +68,14 @@ def _cells(row: dict) -> dict[str, str]:
     fmt = lambda v, spec: "" if v is None else format(v, spec)  # noqa: E731
     return {
         "profile": row["profile"], "model": row["model"], "precision": row["precision"],
-        "size": f"{row['height']}x{row['width']}" + (f" ×{row['batch']}" if row.get("batch", 1) > 1 else ""),
+        "size": f"{row.get('height')}x{row.get('width')}" + (f" ×{row['batch']}" if (row.get("batch") or 1) > 1 else ""),
         "median_ms": fmt(row.get("median_ms"), ".1f"), "p90_ms": fmt(row.get("p90_ms"), ".1f"),
         "fps": fmt(row.get("fps"), ".2f"),
         "miou": fmt(None if row.get("miou") is None else 100 * row["miou"], ".2f"),
         "miou_drop": fmt(row.get("miou_drop"), "+.2f"),
         "argmax_agreement": fmt(None if row.get("argmax_agreement") is None else 100 * row["argmax_agreement"], ".2f"),
         "peak_rss_mb": fmt(row.get("peak_rss_mb"), ".0f"),
-        "status": STATUS_MARK[row["status"]] + (" smoke (--quick: 3 runs, not figures to quote)" if row.get("quick") else "")
+        "status": STATUS_MARK.get(row.get("status"), "?") + (" smoke (--quick: 3 runs, not figures to quote)" if row.get("quick") else "")
                   + (f" {row['reason']}" if row.get("reason") else "") + (f" ({row['unsaved']})" if row.get("unsaved") else ""),
         "pareto": "★" if row.get("pareto") else "",
         "cpu": f"{machine.get('cpu', '?')} ({machine.get('cores', '?')} cores)",
@@ -82,7 +83,7 @@ def _cells(row: dict) -> dict[str, str]:
 
 
 def render(rows: list[dict], fmt: str = "md") -> str:
-    rows = mark_pareto(sorted(rows, key=lambda r: (r["profile"], r["model"], r["precision"])))
+    rows = mark_pareto(sorted(rows, key=lambda r: (str(r.get("profile")), str(r.get("model")), str(r.get("precision")))))
     if fmt == "json":
         clean = [{k: v for k, v in r.items() if k != "machine"} | {"machine": json.loads(r["machine"]) if isinstance(r.get("machine"), str) else r.get("machine")} for r in rows]
         return json.dumps(clean, indent=2)

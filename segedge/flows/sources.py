@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from segedge.core.artifacts import atomic_path, sha256_file
-from segedge.core.errors import ArtifactError, CheckpointError, InputSizeError, SegedgeError
+from segedge.core.errors import ArtifactError, CheckpointError, InputSizeError, SegedgeError, brief
 from segedge.models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 from segedge.backends.base import Runner
 
@@ -143,7 +143,14 @@ def module_source(reference: str, checkpoint: Path | None, input_size: tuple[int
     if input_size is None:
         raise InputSizeError(f"--model {reference} needs --input-size HxW (segedge knows nothing of its layout)")
     builder = import_builder(reference)
-    module = builder()
+    if not callable(builder):
+        raise SegedgeError(f"--model {reference}: {reference.partition(':')[2]!r} is a {type(builder).__name__}, "
+                           "not a function that builds the model")
+    try:
+        module = builder()
+    except Exception as exc:  # the user's code: say where it failed, in one line
+        raise SegedgeError(f"{reference}() failed: {type(exc).__name__}: {brief(exc)}; --model must name a function "
+                           "that takes no arguments and returns the nn.Module") from None
     if not isinstance(module, torch.nn.Module):
         raise SegedgeError(f"{reference}() returned {type(module).__name__}, not a torch.nn.Module")
     if checkpoint is not None:
@@ -190,12 +197,18 @@ def onnx_source(path: Path, input_size: tuple[int, int] | None, mean, std, num_c
         raise InputSizeError(f"{path} takes a fixed {static[0]}x{static[1]} input, but --input-size asks for {input_size[0]}x{input_size[1]}")
     size = tuple(input_size or static)
     out_dims = [d.dim_value if d.HasField("dim_value") else None for d in model.graph.output[0].type.tensor_type.shape.dim]
-    channels = out_dims[1] if len(out_dims) == 4 else None
-    if channels is None:
+    if len(out_dims) == 4 and None not in out_dims:
+        shape = tuple(out_dims)
+    else:
         from segedge.backends.onnxruntime import OnnxRuntimeRunner
 
         with OnnxRuntimeRunner(path, threads=1) as runner:
-            channels = runner.infer(np.zeros((1, 3, *size), np.float32)).shape[1]
+            shape = runner.infer(np.zeros((1, 3, *size), np.float32)).shape
+    if len(shape) != 4 or tuple(shape[2:]) != size:
+        raise ArtifactError(f"{path} outputs {'x'.join(map(str, shape))} for a 1x3x{size[0]}x{size[1]} input; segedge "
+                            f"scores N×C×H×W logits at the input's H×W (a head at a lower resolution needs its "
+                            f"Resize in the graph)")
+    channels = shape[1]
     classes = _check_classes(int(channels), num_classes, class_names, str(path))
     return Source(name=path.stem, spec=adhoc_spec(path.stem, size, mean, std), num_classes=len(classes),
                   class_names=classes, weights_id=sha256_file(path), onnx=path)

@@ -154,6 +154,8 @@ class Int8Config:
             raise InputSizeError(f"calibration chunk must be >= 1, got {self.chunk}")
         if self.search_order not in SEARCH_ORDERS:
             raise InputSizeError(f"--search-order must be one of {', '.join(SEARCH_ORDERS)}, got {self.search_order!r}")
+        if self.max_drop is not None and not self.max_drop >= 0:
+            raise InputSizeError(f"--max-drop is a budget in mIoU points and must be >= 0, got {self.max_drop}")
         if self.max_search_steps < 1:
             raise InputSizeError(f"the mixed-precision search needs at least 1 step, got {self.max_search_steps}")
 
@@ -233,6 +235,17 @@ def calibration_indices(dataset, config: Int8Config, ignore_index: int = 255) ->
 
     return sorted(chosen), {"select": "balanced", "pool": pool, "rarest_class_share": rarest(chosen),
                             "rarest_class_share_first": rarest(list(range(count)))}
+
+
+def _readable_ranges(path: Path) -> bool:
+    """Whether a ranges cache is the JSON object onnxruntime's ``save_tensors_data`` writes."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and bool(data)
 
 
 class _ArrayReader:
@@ -364,6 +377,8 @@ def calibrated_graph(
             input_name = next(i.name for i in graph.input if i.name not in weights)
 
         ranges_path = Path(ranges_cache) if ranges_cache else Path(work) / "ranges.json"
+        if ranges_path.is_file() and not _readable_ranges(ranges_path):
+            ranges_path.unlink()  # truncated or edited: calibrate again rather than fail deep in the quantizer
         if not ranges_path.is_file():
             calibrator = create_calibrator(
                 prepared,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from segedge.core.artifacts import atomic_path, sha256_file
-from segedge.core.errors import CheckpointError
+from segedge.core.errors import CheckpointError, brief
 from segedge.models.registry import ModelSpec, get_spec
 
 FORMAT = "segedge-checkpoint-v1"
@@ -86,8 +86,7 @@ def load_checkpoint(path: str | Path, expect_model: str | None = None) -> Checkp
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({first[:160]})") from None
+        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({brief(exc)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not a segedge checkpoint (no '{FORMAT}' header); train one with `segedge train`"

@@ -83,3 +83,23 @@ def test_malformed_profiles_are_refused(tmp_path, text, message):
     with pytest.raises(ProfileError) as err:
         load_profile_file(path)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (BASE + 'min_runs = "ten"\n', "min_runs must be an integer, not 'ten'"),
+        (BASE + '[tolerance]\nfp16 = "half"\n', "tolerance.fp16 must be a number, not 'half'"),
+        (BASE + '[requires]\narch = "aarch64"\n', "requires.arch must be a list of strings, not 'aarch64'"),
+        (BASE + "min_seconds = true\n", "min_seconds must be a number, not True"),
+        (BASE + "tensorrt = 3\n", "tensorrt must be a table"),
+        (BASE.replace("[64, 64]", '["64", "64"]'), "input_size must be a list of integers"),
+    ],
+)
+def test_profile_value_types_are_checked_when_loaded(tmp_path, text, message):
+    """A wrong type used to pass loading and fail later: a traceback at `min_runs`, or after a row was measured."""
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    with pytest.raises(ProfileError) as err:
+        load_profile_file(path)
+    assert message in str(err.value)

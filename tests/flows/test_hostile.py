@@ -343,3 +343,77 @@ def test_an_import_that_runs_code_is_said_in_the_help(capsys):
 
 def test_unknown_segedge_errors_are_segedge_errors():
     assert issubclass(ArtifactError, SegedgeError)
+
+
+def _one_line(capsys, code: int, *needles: str) -> str:
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1 and err.startswith("segedge: error:"), err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def test_a_builder_that_is_not_one_is_one_line(tmp_path, capsys):
+    code = main(["export", "--model", "os:system", "--input-size", "64x64", "--out", str(tmp_path), "--quiet"])
+    _one_line(capsys, code, "os:system() failed: TypeError", "takes no arguments")
+    assert not any(tmp_path.iterdir())  # nothing left behind
+
+
+def test_a_negative_budget_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["export", "--model", "unet", "--int8", "--max-drop", "-1"])
+    assert done.value.code == 2 and "must be >= 0" in capsys.readouterr().err
+
+
+def test_a_bad_input_size_leaves_no_artifact_dir(tmp_path, capsys):
+    code = main(["export", "--model", "unet", "--untrained", "--input-size", "72x72", "--out", str(tmp_path), "--quiet"])
+    _one_line(capsys, code, "not a multiple of 16")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_paths_are_checked_before_the_work(tmp_path, capsys):
+    with ResultsStore(tmp_path / "r.sqlite") as store:
+        store.add({"machine_id": "m", "profile": "p", "model": "unet", "precision": "fp32", "status": "failed"})
+    started = time.perf_counter()
+    code = main(["report", "--results", str(tmp_path / "r.sqlite"), "--plot", str(tmp_path / "no" / "p.png")])
+    _one_line(capsys, code, "cannot write the plot", "does not exist")
+    code = main(["sensitivity", "--model", "unet", "--png", str(tmp_path / "no" / "s.png")])
+    _one_line(capsys, code, "cannot write the bar chart")
+    assert time.perf_counter() - started < 5  # refused before exporting or calibrating anything
+
+
+def test_a_damaged_results_store_is_one_line(tmp_path, capsys):
+    path = tmp_path / "r.sqlite"
+    with ResultsStore(path) as store:
+        for i in range(200):
+            store.add({"machine_id": "m", "profile": "p", "model": f"m{i}", "precision": "fp32", "status": "failed",
+                       "reason": "x" * 200})
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # truncated mid-page
+    _one_line(capsys, main(["report", "--results", str(path)]), str(path))
+    _one_line(capsys, main(["report", "--results", str(tmp_path)]), "is a directory")
+
+
+def test_a_corrupt_calibration_cache_is_rebuilt(tiny_checkpoint, tmp_path):
+    config = _tiny(tiny_checkpoint, tmp_path, precisions=("int8",))
+    from dataclasses import replace
+
+    from segedge.graph.int8 import Int8Config
+
+    config = replace(config, int8_config=Int8Config(calib_images=4))
+    first = export_model(config)
+    (cache,) = first.directory.glob("calib.*.json")
+    cache.write_text('{"truncated": ')
+    (first.directory / "model.int8.onnx").unlink()  # so the stage is built again from the cache
+    again = export_model(config)
+    assert again.manifest["stages"]["int8"]["parity"]["argmax_agreement"] > 0.9
+    assert json.loads(cache.read_text())  # recalibrated and rewritten
+
+
+def test_an_onnx_whose_output_is_smaller_than_its_input_is_one_line(tmp_path, capsys):
+    import torch
+
+    net = torch.nn.Conv2d(3, 4, 3, stride=4, padding=1)
+    torch.onnx.export(net, (torch.zeros(1, 3, 64, 64),), str(tmp_path / "small.onnx"), dynamo=False)
+    code = main(["export", "--onnx", str(tmp_path / "small.onnx"), "--out", str(tmp_path / "out"), "--quiet"])
+    _one_line(capsys, code, "outputs 1x4x16x16 for a 1x3x64x64 input")

@@ -154,7 +154,9 @@ def overlay_png(manifest_dir: str | Path, path: str | Path, precision: str = "in
 
     art = ArtifactDir(manifest_dir)
     manifest = art.read_manifest()
-    stage = {"fp32": "sim", "fp16": "fp16", "int8": "int8"}[precision]
+    from segedge.core.precision import get_precision
+
+    stage = get_precision(precision).stage
     if stage not in manifest.get("stages", {}):
         raise SegedgeError(f"{manifest_dir} has no {precision} artifact; export it first")
     h, w = manifest["config"]["input_size"]

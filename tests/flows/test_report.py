@@ -46,6 +46,15 @@ def test_csv_and_json_carry_the_same_rows():
     assert data[0]["machine"]["cpu"] == "X"
 
 
-def test_plot_is_a_png(tmp_path):
+def test_plot_is_a_png_with_one_panel_of_points(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from conftest import png_panels
+
     path = pareto_plot([dict(r) for r in ROWS], tmp_path / "p.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height, panels = png_panels(path)
+    assert width > height > 300 and panels >= 1
+    colours = np.unique(np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3), axis=0)
+    assert len(colours) > 20  # markers, a front line and labels were drawn, not an empty frame

@@ -45,7 +45,7 @@ def test_each_model_precision_gets_a_row_with_figures(swept):
     unet = {r["precision"]: r for r in rows if r["model"] == "unet"}
     assert set(unet) == {"fp32", "int8"}
     for r in unet.values():
-        assert r["status"] in ("ok", "drop")
+        assert r["status"] == ("ok" if r["miou_drop"] <= r["tolerance"] else "drop")
         assert r["median_ms"] > 0 and r["p99_ms"] >= r["median_ms"] >= r["min_ms"] > 0
         assert r["runs"] >= 3 and r["fps"] == pytest.approx(1000 / r["median_ms"])
         assert r["pre_ms"] > 0 and r["post_ms"] > 0
@@ -100,6 +100,10 @@ def test_report_writes_plot_and_overlays(swept, tmp_path, capsys):
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     overlays = list((tmp_path / "overlays").glob("unet-int8-*.png"))
     assert len(overlays) == 1 and overlays[0].read_bytes()[:4] == b"\x89PNG"
+    from conftest import png_panels
+
+    width, height, panels = png_panels(overlays[0])
+    assert panels == 4 and width > 3 * height  # image | FP32 | INT8 | disagreement, side by side
 
 
 def test_profiles_with_batch_sizes_get_throughput_rows(tiny_checkpoint, tmp_path):
@@ -132,3 +136,22 @@ def test_cli_bench_writes_the_pareto_plot_and_overlays(tiny_checkpoint, tmp_path
     assert (tmp_path / "pareto-cpu-tiny.png").read_bytes()[:4] == b"\x89PNG"
     assert len(list((tmp_path / "overlays").glob("unet-int8-*.png"))) == 1
     assert "| cpu-tiny | unet | int8 |" in out
+
+
+def test_a_drop_beyond_the_tolerance_is_marked_and_reported(swept, monkeypatch, tmp_path):
+    """The ❎ path: a row that ran but lost more than the profile allows is kept, marked, and not ✅."""
+    import segedge.flows.bench as bench
+    from dataclasses import replace
+
+    profile, machine, config, rows, _ = swept
+    measured = next(r for r in rows if r["model"] == "unet" and r["precision"] == "int8")
+    figures = {k: measured[k] for k in ("median_ms", "p90_ms", "p99_ms", "min_ms", "runs", "fps", "throughput", "pre_ms",
+                                         "post_ms", "peak_rss_mb", "reference_miou", "argmax_agreement", "artifact",
+                                         "artifact_sha256")}
+    monkeypatch.setattr(bench, "_measure", lambda *a, **k: {**figures, "miou": 0.1, "miou_drop": 5.01})
+    again = run_sweep(profile, "onnxruntime", machine, replace(config, models=("unet",), precisions=("int8",),
+                      store=tmp_path / "r.sqlite", force=True))
+    assert [(r["status"], r["tolerance"]) for r in again] == [("drop", 5.0)]
+    from segedge.flows.report import render
+
+    assert "❎" in render(again) and "✅" not in render(again)

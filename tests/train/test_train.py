@@ -109,6 +109,13 @@ def test_same_seed_same_weights_and_resume_equals_straight_training(tmp_path, mo
     assert resumed.train_info["history"][-1]["iteration"] == 6
     for k, v in straight.state_dict.items():
         assert torch.equal(v, resumed.state_dict[k]), k
+    # the checkpoint holds the best iteration's weights, which could be iteration 3's (restored from the state
+    # either way): the last iteration's weights, kept in the training state, are what resuming must reproduce
+    last = [torch.load(state_path(tmp_path / f), map_location="cpu", weights_only=False) for f in ("a.pt", "c.pt")]
+    assert last[0]["iteration"] == last[1]["iteration"] == 6
+    for k, v in last[0]["model"].items():
+        assert torch.equal(v, last[1]["model"][k]), k
+    assert [h["miou"] for h in last[0]["history"]] == [h["miou"] for h in last[1]["history"]]
 
 
 def test_resume_refuses_a_changed_recipe(tmp_path):

@@ -417,3 +417,17 @@ def test_an_onnx_whose_output_is_smaller_than_its_input_is_one_line(tmp_path, ca
     torch.onnx.export(net, (torch.zeros(1, 3, 64, 64),), str(tmp_path / "small.onnx"), dynamo=False)
     code = main(["export", "--onnx", str(tmp_path / "small.onnx"), "--out", str(tmp_path / "out"), "--quiet"])
     _one_line(capsys, code, "outputs 1x4x16x16 for a 1x3x64x64 input")
+
+
+def test_two_benches_on_one_store_measure_each_row_once_and_never_together(tiny_checkpoint, tmp_path):
+    (tmp_path / "p.toml").write_text(PROFILE.replace('["fp32", "int8"]', '["fp32", "fp16"]'))
+    argv = [SEGEDGE, "bench", "--profile", str(tmp_path / "p.toml"), "--models", "unet",
+            "--checkpoint", f"unet={tiny_checkpoint.path}", "--eval-images", "2", "--quiet",
+            "--results", str(tmp_path / "r.sqlite"), "--out", str(tmp_path / "export")]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outputs]
+    with ResultsStore(tmp_path / "r.sqlite") as store:
+        rows = store.rows()
+    assert sorted(r["precision"] for r in rows) == ["fp16", "fp32"]  # each measured once, by one of the two
+    assert all(r["status"] in ("ok", "drop") for r in rows)

@@ -179,16 +179,17 @@ class ArtifactDir:
 
     @contextlib.contextmanager
     def locked(self, log=lambda _: None, timeout_s: float = -1) -> Iterator["ArtifactDir"]:
-        """Hold this directory's lock (``.<hash>.lock`` beside it) for a read-modify-write of its manifest:
-        two commands on one store take turns instead of overwriting each other's stages."""
+        """Hold this directory's lock (``<store>/.locks/<model>-<hash>.lock``) for a read-modify-write of its
+        manifest: two commands on one store take turns instead of overwriting each other's stages."""
         from filelock import FileLock, Timeout
 
+        locks = self.path.parent.parent / ".locks"
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            locks.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ArtifactError(f"cannot write to the artifact store at {self.path.parent}: "
+            raise ArtifactError(f"cannot write to the artifact store at {self.path.parent.parent}: "
                                 f"{exc.strerror or exc}") from None
-        lock = FileLock(str(self.path.parent / f".{self.path.name}.lock"))
+        lock = FileLock(str(locks / f"{self.path.parent.name}-{self.path.name}.lock"))
         try:
             lock.acquire(timeout=0)
         except Timeout:

@@ -95,7 +95,7 @@ class ResultsStore:
 
     def add(self, row: dict[str, Any]) -> None:
         """Insert and commit at once (a sweep killed after this call keeps the row)."""
-        row = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **row}
+        row = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "quick": 0, **row}
         if isinstance(row.get("machine"), dict):
             row["machine"] = json.dumps(row["machine"], sort_keys=True)
         unknown = set(row) - set(COLUMNS)

@@ -154,8 +154,6 @@ class Int8Config:
             raise InputSizeError(f"calibration chunk must be >= 1, got {self.chunk}")
         if self.search_order not in SEARCH_ORDERS:
             raise InputSizeError(f"--search-order must be one of {', '.join(SEARCH_ORDERS)}, got {self.search_order!r}")
-        if self.max_drop is not None and not self.max_drop >= 0:
-            raise InputSizeError(f"--max-drop is a budget in mIoU points and must be >= 0, got {self.max_drop}")
         if self.max_search_steps < 1:
             raise InputSizeError(f"the mixed-precision search needs at least 1 step, got {self.max_search_steps}")
 

@@ -77,10 +77,31 @@ def rgb_triple(text: str) -> tuple[float, float, float]:
     return values
 
 
+def channel_values(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) not in (1, 3):
+        raise argparse.ArgumentTypeError(f"{text!r} is not one value (grey, or all channels) or three (R,G,B), on the 0–1 scale")
+    return values
+
+
+def probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 1")
+    return value
+
+
 # how a parsed value is written back on a command line (device_argv); str() for the rest
 _FORMATS = {
     size: lambda v: f"{v[0]}x{v[1]}",
     rgb_triple: lambda v: ",".join(repr(x) for x in v),
+    channel_values: lambda v: ",".join(repr(x) for x in v),
     scale_range: lambda v: ",".join(repr(x) for x in v),
 }
 
@@ -178,17 +199,30 @@ def add_source(p: argparse.ArgumentParser, *, model_help: str, required: bool = 
                        help=f"width multiplier when no checkpoint is given (default {width_default})")
     g.add_argument("--input-size", type=size, help="HxW of the network input (default: the model's)")
     if own:
-        g.add_argument("--mean", type=rgb_triple, help="input mean R,G,B on the 0–1 scale (own models; default ImageNet's)")
-        g.add_argument("--std", type=rgb_triple, help="input std R,G,B (own models; default ImageNet's)")
-        g.add_argument("--num-classes", type=positive_int, help="own models: the class count, checked against the output")
-        device_file(g.add_argument("--classes", help="own models: a text file of class names, one per line"))
+        add_own_model(g)
 
 
-def add_data(p: argparse.ArgumentParser, *, eval_images: int = 8) -> None:
+def add_own_model(g) -> None:
+    """How to feed and read a model segedge did not define (read from the graph where it can be)."""
+    g.add_argument("--mean", type=channel_values, help="own models: input mean per channel on the 0–1 scale, R,G,B or one "
+                   "value (default ImageNet's; 0 with --std 1 for a model that takes 0..1)")
+    g.add_argument("--std", type=channel_values, help="own models: input std per channel (default ImageNet's)")
+    g.add_argument("--num-classes", type=positive_int, help="own models: the class count, checked against the output")
+    device_file(g.add_argument("--classes", help="own models: a text file of class names, one per line"))
+    g.add_argument("--layout", choices=("nchw", "nhwc"), help="own ONNX: input (and output) layout, where the graph "
+                   "cannot tell (default: read from the input's shape)")
+    g.add_argument("--output", choices=("scores", "sigmoid", "logit"), help="own ONNX: class scores (argmax), or one "
+                   "channel: a sigmoid probability or a raw logit, scored as two classes (default: read from the graph)")
+    g.add_argument("--threshold", type=probability, default=0.5, help="one-channel outputs: foreground above this "
+                   "probability (default 0.5)")
+
+
+def add_data(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--data", default="synthetic", help=f"evaluation/calibration data: {DATA_KINDS}")
-    g.add_argument("--eval-images", type=positive_int, default=eval_images,
-                   help=f"held-out images for parity and mIoU (default {eval_images})")
+    g.add_argument("--eval-images", type=positive_int, help="held-out images for parity and mIoU (default: 8 "
+                   "synthetic images, or the whole evaluation split of real data)")
+    g.add_argument("--calib-data", help="calibrate INT8 on this dataset's training split instead (KIND:ROOT)")
 
 
 def add_precision_flags(p: argparse.ArgumentParser) -> None:
@@ -257,11 +291,12 @@ def int8_config(args: argparse.Namespace):
 
 def add_sweep(p: argparse.ArgumentParser, *, each: str = "the profile's") -> None:
     """What ``bench`` and ``sweep`` measure: models × precisions at a size, and how."""
-    p.add_argument("--models", default="bisenet", help="comma-separated zoo models (default bisenet)")
+    p.add_argument("--models", help="comma-separated zoo models (default bisenet when no other model is given)")
     add_precisions_option(p, each)
     p.add_argument("--input-size", type=size, help=f"HxW (default: {each})")
-    p.add_argument("--eval-images", type=positive_int, default=8, help="held-out images for mIoU (default 8)")
-    p.add_argument("--quick", action="store_true", help="fewer timed runs and eval images: a smoke test, not figures to quote")
+    p.add_argument("--eval-images", type=positive_int, help="held-out images for mIoU (default: 8 synthetic images, "
+                   "or the whole evaluation split of --data)")
+    p.add_argument("--quick", action="store_true", help="3 timed runs (and 4 synthetic images): a smoke test, not figures to quote")
     p.add_argument("--force", action="store_true", help="measure again rows already measured")
     p.add_argument("--checkpoint", action="append", metavar="MODEL=PATH", help="weights for a model (default: cached trained weights)")
     p.add_argument("--results", default="export/results.sqlite", help="SQLite results store")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segedge.cli.args import add_remote, add_sweep, checkpoint_map, comma_list, local_only, log
+from segedge.cli.args import (DATA_KINDS, add_own_model, add_remote, add_sweep, checkpoint_map, class_names,
+                              comma_list, local_only, log, positive_int)
+from segedge.core.errors import SegedgeError
 
 
 def add_parser(sub) -> None:
@@ -18,6 +20,15 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--profile", required=True, help="profile name (see `segedge profiles`), `jetson`, or a .toml path")
     add_sweep(p)
+    g = p.add_argument_group("your models and data (as `segedge export` takes them)")
+    g.add_argument("--onnx", action="append", metavar="[NAME=]PATH", help="an ONNX made elsewhere (repeatable); the row's "
+                   "model is NAME, else the file's stem")
+    g.add_argument("--model", action="append", metavar="[NAME=]PACKAGE.MODULE:FUNCTION", help="any nn.Module (repeatable; "
+                   "imported and run: only name code you trust); weights with --checkpoint NAME=PATH")
+    g.add_argument("--data", default="synthetic", help=f"evaluation and calibration data: {DATA_KINDS}")
+    g.add_argument("--calib-data", help="calibrate INT8 on this dataset's training split instead (KIND:ROOT)")
+    g.add_argument("--calib-images", type=positive_int, help="INT8 calibration images (default 32)")
+    add_own_model(g)
     local_only(p.add_argument("--out", default="export", help="artifact store (with --remote: where the ONNX artifacts are exported here)"))
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--dry-run", action="store_true", help="only check that the profile runs on this machine, and with which backend")
@@ -33,7 +44,12 @@ def run(args: argparse.Namespace) -> int:
     from segedge.flows.report import render
     from segedge.models.registry import get_spec
 
-    models = tuple(get_spec(m.strip()).name for m in args.models.split(",") if m.strip())
+    sources = _own_sources(args)
+    given = args.models or ("" if sources else "bisenet")
+    models = tuple(get_spec(m.strip()).name for m in given.split(",") if m.strip())
+    if args.remote and (sources or args.data != "synthetic"):
+        raise SegedgeError("--remote benches zoo models on the built-in scenes; run segedge on the device itself for "
+                           "--onnx, --model or --data")
     if args.remote:
         from segedge.cli.args import ssh_target
         from segedge.flows.remote import bench_on_device
@@ -54,10 +70,16 @@ def run(args: argparse.Namespace) -> int:
               f"INT8 scheme {profile.int8_scheme_on(backend, machine)}")
         return 0
     precisions = parse_precisions(args.precisions) if args.precisions else profile.precisions
+    eval_images = args.eval_images or (4 if args.quick and args.data == "synthetic" else None)
+    own_names = {s.name for s in sources}
+    zoo_checkpoints = {k: v for k, v in _checkpoints(args).items() if k not in own_names}
     config = BenchConfig(
-        models=models, precisions=precisions, input_size=args.input_size or profile.input_size,
-        store=Path(args.results), artifacts=Path(args.out), eval_images=4 if args.quick else args.eval_images,
-        quick=args.quick, force=args.force, checkpoints=checkpoint_map(args.checkpoint),
+        models=models, precisions=precisions, input_size=args.input_size,
+        store=Path(args.results), artifacts=Path(args.out), eval_images=eval_images,
+        quick=args.quick, force=args.force, checkpoints=checkpoint_map([f"{k}={v}" for k, v in zoo_checkpoints.items()]),
+        sources=sources, data=args.data, calib_data=args.calib_data, calib_images=args.calib_images,
+        mean=args.mean, std=args.std, num_classes=args.num_classes, class_names=class_names(args.classes),
+        layout=args.layout.upper() if args.layout else None, output=args.output, threshold=args.threshold,
     )
     log(f"profile {profile.name} on {machine.describe()} with {backend}")
     rows = run_sweep(profile, backend, machine, config, log=log, progress=not args.quiet)
@@ -81,3 +103,34 @@ def _figures(store_path: Path, profile: str, machine_id: str) -> None:
     print(f"Pareto plot {pareto_plot(rows, folder / f'pareto-{profile}.png')}")
     for path in write_overlays(rows, folder / "overlays"):
         print(f"overlay {path}")
+
+
+def _checkpoints(args: argparse.Namespace) -> dict[str, Path]:
+    mapping = {}
+    for item in args.checkpoint or []:
+        name, sep, path = item.partition("=")
+        if not sep or not path:
+            raise SegedgeError(f"--checkpoint takes MODEL=PATH, got {item!r}")
+        mapping[name] = Path(path)
+    return mapping
+
+
+def _own_sources(args: argparse.Namespace):
+    """--onnx [NAME=]PATH and --model [NAME=]pkg.mod:fn as bench sources, each with its --checkpoint NAME=PATH."""
+    from segedge.flows.bench import BenchSource
+
+    checkpoints = _checkpoints(args)
+    sources = []
+    for item in args.onnx or []:
+        name, sep, path = item.partition("=")
+        path = Path(path if sep else item)
+        sources.append(BenchSource(name if sep else path.stem, onnx=path))
+    for item in args.model or []:
+        name, sep, reference = item.partition("=")
+        if not sep or ":" in name:
+            name, reference = reference.replace(":", ".").split(".")[-1] if sep else item.split(":")[-1], item
+        sources.append(BenchSource(name, model=reference, checkpoint=checkpoints.get(name)))
+    for source in sources:
+        if source.onnx is not None and not source.onnx.is_file():
+            raise SegedgeError(f"ONNX file {source.onnx} does not exist")
+    return tuple(sources)

@@ -30,6 +30,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from segedge.core.metrics import format_table
+    from segedge.data.model_io import ModelIO
     from segedge.models.registry import IMAGENET_MEAN, IMAGENET_STD
     from segedge.verify.evaluate import evaluate, manifest_beside
 
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
                                              input_size=size, mean=mean, std=std, num_classes=args.num_classes,
                                              class_names=names), log=log, progress=not args.quiet)
         runner = source.reference_runner(args.threads or os.cpu_count() or 1)
+        io = source.io
         mean, std = source.spec.mean, source.spec.std
         size = size or source.spec.default_input_size
         names = names or source.class_names
@@ -55,6 +57,16 @@ def run(args: argparse.Namespace) -> int:
         mean = mean or tuple(norm.get("mean", IMAGENET_MEAN))
         std = std or tuple(norm.get("std", IMAGENET_STD))
         names = names or tuple(manifest.get("class_names", ())) or None
+        io = ModelIO.from_dict(manifest.get("io"))
+        if args.onnx and not manifest:  # an ONNX from elsewhere: read what it takes and gives
+            import onnx
+
+            from segedge.data.model_io import model_io_from_onnx
+
+            io, _ = model_io_from_onnx(onnx.load(str(path), load_external_data=False), str(path),
+                                       args.layout.upper() if args.layout else None, args.output, args.threshold)
+            if io.channels == 1 and mean is None:
+                mean, std = (0.449,), (0.226,)
         if args.onnx:
             from segedge.backends.onnxruntime import OnnxRuntimeRunner
 
@@ -68,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         from segedge.verify.crf import CrfParams
 
         crf = CrfParams(iterations=args.crf_iterations)
-    result = evaluate(runner, args.data, args.split, size, args.images, mean, std, names, progress=not args.quiet, crf=crf)
+    result = evaluate(runner, args.data, args.split, size, args.images, mean, std, names, progress=not args.quiet, crf=crf,
+                      io=io)
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
     else:

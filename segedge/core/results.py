@@ -28,7 +28,7 @@ COLUMNS = {
     "width": "INTEGER",
     "batch": "INTEGER",
     "threads": "INTEGER",
-    "status": "TEXT",  # ok | drop | failed
+    "status": "TEXT",  # ok | drop | uncertain | failed
     "reason": "TEXT",
     "median_ms": "REAL",
     "p90_ms": "REAL",
@@ -42,7 +42,13 @@ COLUMNS = {
     "peak_rss_mb": "REAL",
     "miou": "REAL",
     "reference_miou": "REAL",
-    "miou_drop": "REAL",  # points
+    "miou_drop": "REAL",  # points, on the timed runner
+    "drop_low": "REAL",  # 95 % paired bootstrap interval of the drop over images
+    "drop_high": "REAL",
+    "parity_miou": "REAL",  # the export-time parity check (ONNX Runtime, CPU), stored apart
+    "parity_drop": "REAL",
+    "parity_agreement": "REAL",
+    "data": "TEXT",  # the evaluation data: synthetic or KIND:ROOT
     "argmax_agreement": "REAL",
     "tolerance": "REAL",
     "eval_images": "INTEGER",
@@ -51,7 +57,7 @@ COLUMNS = {
     "artifact_sha256": "TEXT",
 }
 RESUME_KEY = ("machine_id", "profile", "model", "precision", "height", "width", "batch")
-STATUS_MARK = {"ok": "✅", "drop": "❎", "failed": "❌"}
+STATUS_MARK = {"ok": "✅", "drop": "❎", "uncertain": "❔", "failed": "❌"}
 
 
 class ResultsStore:

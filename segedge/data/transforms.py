@@ -11,14 +11,17 @@ import numpy as np
 
 
 def to_network_input(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """uint8 RGB images (N, H, W, 3) or (H, W, 3) → float32 (N, 3, H, W), scaled to [0, 1] then normalised."""
+    """uint8 RGB images (N, H, W, 3) or (H, W, 3) → float32 (N, 3, H, W), scaled to [0, 1] then normalised.
+    Grey images (N, H, W, 1) with one mean and std give (N, 1, H, W) (segedge.data.model_io feeds grey models)."""
     if images.ndim == 3:
         images = images[None]
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"expected RGB images shaped (N, H, W, 3), got {images.shape}")
+    channels = len(mean)
+    if images.ndim != 4 or images.shape[-1] != channels or channels not in (1, 3) or len(std) != channels:
+        raise ValueError(f"expected {'RGB' if channels == 3 else 'grey'} images shaped (N, H, W, {channels}) with "
+                         f"{channels} mean/std values, got {images.shape}")
     scale = np.float32(1.0 / 255.0)
-    mean_arr = np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
-    inv_std = (1.0 / np.asarray(std, dtype=np.float32)).reshape(1, 3, 1, 1)
+    mean_arr = np.asarray(mean, dtype=np.float32).reshape(1, channels, 1, 1)
+    inv_std = (1.0 / np.asarray(std, dtype=np.float32)).reshape(1, channels, 1, 1)
     x = images.transpose(0, 3, 1, 2).astype(np.float32) * scale
     return np.ascontiguousarray((x - mean_arr) * inv_std, dtype=np.float32)
 

@@ -1,9 +1,15 @@
 """``segedge bench``: for each model × precision of a profile, reuse or build the artifacts, then measure.
 
 Latency after warm-up (median, p90, p99, min; FPS at batch 1), pre- and post-processing apart from
-inference, peak memory, and the mIoU drop against torch FP32 on held-out images from the artifact's
-parity check. Each row gets a status: ✅ within the profile's tolerance, ❎ ran but dropped beyond it,
+inference, peak memory, and accuracy *on the runner that was timed*: the evaluation images go through that
+very runner (engine, provider, precision, batch) and its mIoU, its drop against the FP32 reference with a 95 %
+paired bootstrap interval, and its argmax agreement with the reference are stored. The export-time parity
+check (ONNX Runtime on the CPU) is stored apart, as ``parity_*``. Each row gets a status: ✅ the whole interval
+within the profile's tolerance, ❎ the whole interval beyond it, ❔ uncertain (it straddles: more images decide),
 ❌ failed (with the reason). One failing row never stops the sweep; every row is committed as it finishes.
+
+Models come as ``export`` takes them: zoo names, ``package.module:function`` with a state dict, or an ONNX file
+made elsewhere; data is the built-in scenes or the user's labelled set (``--data KIND:ROOT``).
 """
 
 from __future__ import annotations
@@ -16,9 +22,6 @@ from typing import Callable
 
 import numpy as np
 
-from segedge.verify.timing import PeakMemory, measure_latency, median_ms
-from segedge.data.synthetic import SyntheticScenes
-from segedge.data.transforms import to_network_input
 from segedge.backends.profiles import Profile
 from segedge.backends.registry import get_backend
 from segedge.core.artifacts import machine_timing_lock
@@ -26,22 +29,54 @@ from segedge.core.errors import ArtifactError, SegedgeError, brief
 from segedge.core.hardware import Machine
 from segedge.core.precision import get_precision
 from segedge.core.results import STATUS_MARK, ResultsStore
-from segedge.flows.export import ExportConfig, export_model
+from segedge.flows.export import ExportConfig, eval_count_for, evaluation_sets, export_model, reference_for, resolve_source
 from segedge.graph.int8 import Int8Config
 from segedge.models.registry import get_spec
+from segedge.verify.compare import Reference, accuracy_on_active_runner
+from segedge.verify.timing import PeakMemory, measure_latency, median_ms
+
+
+@dataclass(frozen=True)
+class BenchSource:
+    """One model of a sweep: its row name and what defines it (as ``segedge export`` takes it)."""
+
+    name: str
+    model: str = ""  # a zoo name or package.module:function
+    onnx: Path | None = None
+    checkpoint: Path | None = None
+
+    @property
+    def zoo(self) -> bool:
+        return self.onnx is None and ":" not in self.model
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    models: tuple[str, ...]
+    models: tuple[str, ...]  # zoo names (each with its --checkpoint MODEL=PATH, if given)
     precisions: tuple[str, ...]
-    input_size: tuple[int, int]
+    input_size: tuple[int, int] | None  # None: each model's own (an ONNX's fixed size), else the profile's
     store: Path
     artifacts: Path
-    eval_images: int = 8
+    eval_images: int | None = None  # None: 8 synthetic images, or the whole evaluation split of real data
     quick: bool = False
     force: bool = False
     checkpoints: dict[str, Path] = field(default_factory=dict)  # model → checkpoint; default: cached trained weights
+    sources: tuple[BenchSource, ...] = ()  # models beyond the zoo names: --onnx, --model package.module:function
+    data: str = "synthetic"
+    calib_data: str | None = None
+    calib_images: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    num_classes: int | None = None
+    class_names: tuple[str, ...] | None = None
+    layout: str | None = None
+    output: str | None = None
+    threshold: float = 0.5
+
+    def all_sources(self) -> tuple[BenchSource, ...]:
+        zoo = tuple(BenchSource(get_spec(m).name, model=get_spec(m).name, checkpoint=self.checkpoints.get(get_spec(m).name))
+                    for m in self.models)
+        return zoo + self.sources
 
 
 def run_sweep(
@@ -56,31 +91,40 @@ def run_sweep(
 
     scheme = profile.int8_scheme_on(backend, machine)
     threads = profile.threads or os.cpu_count() or 1
-    for name in config.models:
-        get_spec(name).check_input_size(*config.input_size)  # refuse bad input before any work
+    sources = config.all_sources()
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):
+        raise SegedgeError(f"two models are named {max(names, key=names.count)!r}: name each --onnx NAME=PATH")
+    size = config.input_size
+    for source in sources:
+        if source.zoo:
+            get_spec(source.model).check_input_size(*(size or profile.input_size))  # refuse bad input before any work
     batches = tuple(sorted(set(profile.batch_sizes) | {1}))
-    jobs = [(m, p, b) for m in config.models for p in config.precisions for b in batches]
+    jobs = [(s, p, b) for s in sources for p in config.precisions for b in batches]
+    references: dict[str, Reference] = {}
     rows = []
     with ResultsStore(config.store) as store:
         bar = tqdm(jobs, desc=f"bench {profile.name}", unit="row", disable=not progress)
-        for model, precision, batch in bar:
-            bar.set_postfix_str(f"{model} {precision}")
-            key = dict(machine_id=machine.machine_id, profile=profile.name, model=get_spec(model).name,
-                       precision=precision, height=config.input_size[0], width=config.input_size[1], batch=batch)
-            how = dict(quick=config.quick, eval_images=config.eval_images)
+        for source, precision, batch in bar:
+            bar.set_postfix_str(f"{source.name} {precision}")
+            export = export_config_for(profile, source, precision, size, config, threads, scheme)
+            height, width = export.input_size or _size_of(source, export, profile)
+            key = dict(machine_id=machine.machine_id, profile=profile.name, model=source.name,
+                       precision=precision, height=height, width=width, batch=batch)
+            how = dict(quick=config.quick, eval_images=_expected_eval_count(export, (height, width), log))
             if not config.force and store.has_finished(**key, **how):
-                log(f"{model} {precision} batch {batch}: already measured on this machine (resumed; --force to redo)")
+                log(f"{source.name} {precision} batch {batch}: already measured on this machine (resumed; --force to redo)")
                 continue
             row = {**key, "machine": machine.fingerprint(), "backend": backend, "threads": threads,
                    "tolerance": profile.tolerance[precision], "eval_images": config.eval_images,
-                   "quick": int(config.quick)}
+                   "quick": int(config.quick), "data": config.data}
             with machine_timing_lock(log):
                 if not config.force and store.has_finished(**key, **how):  # measured while we waited
-                    log(f"{model} {precision} batch {batch}: measured meanwhile by another segedge process")
+                    log(f"{source.name} {precision} batch {batch}: measured meanwhile by another segedge process")
                     continue
                 try:
-                    row.update(_measure(profile, model, precision, config, threads, backend, scheme, batch, log))
-                    row["status"] = "ok" if row["miou_drop"] <= profile.tolerance[precision] else "drop"
+                    row.update(_measure(profile, export, precision, config, threads, backend, batch, references, log))
+                    row["status"] = _status(row, profile.tolerance[precision])
                 except KeyboardInterrupt:
                     raise
                 except SegedgeError as exc:
@@ -93,70 +137,128 @@ def run_sweep(
                 store.add(row)
             except (OSError, ArtifactError) as exc:  # a full disk must not lose the figure nor stop the sweep
                 row["unsaved"] = f"not saved in {config.store}: {exc}"
-                log(f"❌ {model} {precision}: the row below could not be saved in {config.store} ({exc}); the sweep goes on")
+                log(f"❌ {source.name} {precision}: the row below could not be saved in {config.store} ({exc}); the sweep goes on")
             rows.append(row)
             log(_describe(row))
     return rows
 
 
-def export_config_for(profile: Profile, model: str, precision: str, input_size: tuple[int, int], eval_images: int,
-                      artifacts: Path, checkpoint: Path | None, threads: int, int8_scheme: str) -> ExportConfig:
+def _size_of(source: BenchSource, export: ExportConfig, profile: Profile) -> tuple[int, int]:
+    """An outside ONNX with a fixed input size runs at that size; anything else at the profile's."""
+    if source.onnx is not None:
+        return tuple(resolve_source(export).spec.default_input_size)
+    return tuple(profile.input_size)
+
+
+def _status(row: dict, tolerance: float) -> str:
+    low, high = row.get("drop_low"), row.get("drop_high")
+    if low is None or high is None:
+        return "ok" if row["miou_drop"] <= tolerance else "drop"
+    return "ok" if high <= tolerance else ("drop" if low > tolerance else "uncertain")
+
+
+def export_config_for(profile: Profile, source: BenchSource | str, precision: str, input_size: tuple[int, int] | None,
+                      config: "BenchConfig | int | None", threads: int, int8_scheme: str,
+                      artifacts: Path | None = None, checkpoint: Path | None = None) -> ExportConfig:
     """The export a bench row measures; ``--remote`` builds the same one here so the device reuses it.
 
     Profiles with batch sizes above 1 get a batch-dynamic graph, so every batch size times one artifact.
+    ``source`` may be a zoo name and ``config`` an eval-image count (the remote flow's form).
     """
+    if isinstance(source, str):
+        source = BenchSource(get_spec(source).name, model=get_spec(source).name, checkpoint=checkpoint)
+    if not isinstance(config, BenchConfig):
+        config = BenchConfig(models=(), precisions=(precision,), input_size=input_size, store=Path("."),
+                             artifacts=artifacts or Path("export"), eval_images=config)
+    size = input_size or (None if source.onnx is not None else tuple(profile.input_size))
+    own = not source.zoo
+    icfg = Int8Config(scheme=int8_scheme, **({"calib_images": config.calib_images} if config.calib_images else {}))
     return ExportConfig(
         dynamic_batch=max(profile.batch_sizes) > 1,
-        model=get_spec(model).name,
-        checkpoint=checkpoint,
-        input_size=input_size,
+        model=source.model,
+        onnx=source.onnx,
+        checkpoint=source.checkpoint,
+        input_size=size,
         precisions=(precision,),
-        int8_config=Int8Config(scheme=int8_scheme),
-        eval_images=eval_images,
-        store=artifacts,
+        int8_config=icfg,
+        eval_images=config.eval_images,
+        store=config.artifacts,
         threads=threads,
+        data=config.data,
+        calib_data=config.calib_data,
+        mean=config.mean if own else None,
+        std=config.std if own else None,
+        num_classes=config.num_classes if own else None,
+        class_names=config.class_names if own else None,
+        layout=config.layout,
+        output=config.output,
+        threshold=config.threshold,
     )
 
 
-def _measure(profile: Profile, model: str, precision: str, config: BenchConfig, threads: int, backend_name: str,
-             int8_scheme: str, batch_size: int = 1, warn: Callable[[str], None] = lambda _: None) -> dict:
-    spec = get_spec(model)
+def _expected_eval_count(export: ExportConfig, size: tuple[int, int], log) -> int:
+    """How many evaluation images a row of ``export`` scores: part of what a finished row must match to be reused."""
+    eval_set, _, _ = evaluation_sets(export.data, size, export.seed, calib_data=export.calib_data)
+    return eval_count_for(export, eval_set)
+
+
+def _reference(export: ExportConfig, references: dict, threads: int, log) -> Reference:
+    """The FP32 reference's scores on the evaluation images, computed once per model in a sweep."""
+    key = (export.model, str(export.onnx), str(export.checkpoint), export.input_size, export.data, export.eval_images)
+    if key not in references:
+        source = resolve_source(export, log)
+        size = tuple(export.input_size or source.spec.default_input_size)
+        eval_set, _, _ = evaluation_sets(export.data, size, export.seed, calib_data=export.calib_data)
+        references[key] = reference_for(source, eval_set, eval_count_for(export, eval_set), threads)
+    return references[key]
+
+
+def _measure(profile: Profile, export: ExportConfig, precision: str, config: BenchConfig, threads: int,
+             backend_name: str, batch_size: int, references: dict, warn: Callable[[str], None] = lambda _: None) -> dict:
     backend = get_backend(backend_name)
     if precision not in backend.precisions:
         raise SegedgeError(f"{backend.name} does not run {precision} (it runs {', '.join(backend.precisions)})")
-    export = export_config_for(profile, spec.name, precision, config.input_size, config.eval_images, config.artifacts,
-                               config.checkpoints.get(spec.name), threads, int8_scheme)
-    result = export_model(export, log=lambda line: warn(f"{spec.name} {precision}: {line}") if "warning:" in line else None)
+    name = export.model or (export.onnx.stem if export.onnx else "?")
+    result = export_model(export, log=lambda line: warn(f"{name} {precision}: {line}")
+                          if "warning:" in line or "grey" in line or "holdout" in line else None)
     stage_name = get_precision(precision).stage
     stage = result.manifest["stages"][stage_name]
     artifact = result.file(stage_name)
-
-    images, _ = SyntheticScenes("val", batch_size, size=config.input_size).batch(0, batch_size)
-    image = images[:1]
-    batch = to_network_input(images, spec.mean, spec.std)
+    reference = _reference(export, references, threads, lambda line: None)
+    io = reference.io
+    count = len(reference.inputs)
+    timing_batch = reference.inputs[np.arange(batch_size) % count]
+    mean, std = result.manifest["normalization"]["mean"], result.manifest["normalization"]["std"]
     runs = dict(warmup=1, min_runs=3, min_seconds=0.0) if config.quick else dict(
         warmup=profile.warmup_runs, min_runs=profile.min_runs, min_seconds=profile.min_seconds)
-    prepared = backend.prepare(artifact, profile, config.input_size)
+    prepared = backend.prepare(artifact, profile, tuple(result.manifest["config"]["input_size"]))
     runner = backend.runner(prepared, precision=precision, threads=threads, profile=profile, manifest=result.manifest)
     with runner:
         with PeakMemory() as memory:
-            latency = measure_latency(runner, batch, **runs)
-        logits = runner.infer(batch)
-    pre = median_ms(lambda: to_network_input(image, spec.mean, spec.std))
-    post = median_ms(lambda: np.argmax(logits[:1], axis=1).astype(np.uint8))  # per image, as pre is
-    parity = stage["parity"]
+            latency = measure_latency(runner, timing_batch, **runs)
+        accuracy = accuracy_on_active_runner(runner, reference, batch=batch_size)
+        output = runner.infer(timing_batch)
+    image = reference.images[:1]
+    pre = median_ms(lambda: io.feed(image, mean, std))
+    post = median_ms(lambda: io.scores(output[:1], reference.size).argmax(1).astype(np.uint8))  # per image, as pre is
+    parity, report, interval = stage["parity"], accuracy.report, accuracy.interval
     return {
         "median_ms": latency.median_ms, "p90_ms": latency.p90_ms, "p99_ms": latency.p99_ms, "min_ms": latency.min_ms,
-        "runs": latency.runs, "fps": batch_size * latency.fps, "throughput": batch_size * latency.fps, "pre_ms": pre, "post_ms": post,
-        "peak_rss_mb": memory.peak_mb, "miou": parity["miou"], "reference_miou": parity["reference_miou"],
-        "miou_drop": parity["miou_drop_points"], "argmax_agreement": parity["argmax_agreement"],
+        "runs": latency.runs, "fps": batch_size * latency.fps, "throughput": batch_size * latency.fps, "pre_ms": pre,
+        "post_ms": post, "peak_rss_mb": memory.peak_mb,
+        "miou": report.miou, "reference_miou": report.reference_miou, "miou_drop": report.miou_drop,
+        "drop_low": interval.low, "drop_high": interval.high, "argmax_agreement": report.argmax_agreement,
+        "eval_images": count, "parity_miou": parity["miou"], "parity_drop": parity["miou_drop_points"],
+        "parity_agreement": parity["argmax_agreement"],
         "artifact": str(artifact), "artifact_sha256": stage["sha256"],
     }
 
 
 def _describe(row: dict) -> str:
-    mark = STATUS_MARK[row["status"]]
+    mark = STATUS_MARK.get(row["status"], "?")
     if row["status"] == "failed":
         return f"{mark} {row['model']} {row['precision']}: {row['reason']}"
+    interval = (f" [{row['drop_low']:+.2f}, {row['drop_high']:+.2f}]" if row.get("drop_low") is not None else "")
     return (f"{mark} {row['model']} {row['precision']}: {row['median_ms']:.1f} ms median ({row['fps']:.1f} FPS), "
-            f"mIoU {100 * row['miou']:.2f} (drop {row['miou_drop']:+.2f} points, tolerance {row['tolerance']})")
+            f"mIoU {100 * row['miou']:.2f} (drop {row['miou_drop']:+.2f}{interval} points on {row['eval_images']} "
+            f"images, tolerance {row['tolerance']})")

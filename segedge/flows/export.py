@@ -21,8 +21,8 @@ from segedge.models.checkpoint import Checkpoint, load_checkpoint
 from segedge.core.precision import PRECISIONS, STAGES, ParityGate, parse_precisions
 from segedge.verify.compare import Reference, compare_to_reference, enforce_gate, reference_from_runner
 from segedge.data.synthetic import CLASS_NAMES, SyntheticScenes
-from segedge.data.transforms import to_network_input
-from segedge.core.errors import CalibrationError, InputSizeError, SegedgeError
+from segedge.data.model_io import ModelIO
+from segedge.core.errors import CalibrationError, InputSizeError, SegedgeError, brief
 from segedge.graph.export import EXPORT_OPSET, onnx_from_torch
 from segedge.graph.fp16 import fp16_from_onnx
 from segedge.graph.int8 import Int8Config, calibrated_graph, calibration_indices, qdq_counts
@@ -31,6 +31,8 @@ from segedge.backends.onnxruntime import OnnxRuntimeRunner
 from segedge.graph.simplify import simplified_onnx
 from segedge.flows.sources import Source, code_fingerprint, copy_checked_onnx, module_source, onnx_source
 
+SYNTHETIC_EVAL_IMAGES = 8  # the built-in scenes are generated: a small default keeps the first table quick
+QUANTIZER_OPSET = 13  # per-axis (per-channel) QuantizeLinear/DequantizeLinear exist from opset 13
 CALIB_SPLIT_SIZE = 512  # images the synthetic calibration split offers (it is generated, so any size works)
 
 
@@ -46,7 +48,7 @@ class ExportConfig:
     # what to build besides FP32 (always built): names from segedge.core.precision.PRECISIONS
     precisions: tuple[str, ...] = ()
     int8_config: Int8Config = field(default_factory=Int8Config)
-    eval_images: int = 8
+    eval_images: int | None = None  # None: 8 synthetic images, or a real dataset's whole evaluation split
     store: Path = DEFAULT_STORE
     threads: int | None = None
     seed: int = 0
@@ -58,6 +60,10 @@ class ExportConfig:
     std: tuple[float, float, float] | None = None
     num_classes: int | None = None  # bring-your-own models: checked against the model's output
     class_names: tuple[str, ...] | None = None
+    layout: str | None = None  # bring-your-own ONNX: NCHW or NHWC where the graph cannot tell
+    output: str | None = None  # scores, sigmoid or logit (one channel); None: read from the graph
+    threshold: float = 0.5  # one-channel outputs: the foreground cut (a probability)
+    calib_data: str | None = None  # calibration images from another dataset (its train split); None: --data's
 
     def __post_init__(self) -> None:
         wanted = set(parse_precisions(self.precisions)) - {"fp32"}
@@ -102,7 +108,8 @@ def _zoo_checkpoint(config: ExportConfig, log: Log, progress: bool) -> Checkpoin
 def resolve_source(config: ExportConfig, log: Log = lambda _: None, progress: bool = False) -> Source:
     """The FP32 reference for ``config``: a given ONNX, a ``package.module:function``, or a zoo model."""
     if config.onnx is not None:
-        return onnx_source(config.onnx, config.input_size, config.mean, config.std, config.num_classes, config.class_names)
+        return onnx_source(config.onnx, config.input_size, config.mean, config.std, config.num_classes, config.class_names,
+                           config.layout, config.output, config.threshold)
     if ":" in config.model:
         return module_source(config.model, config.checkpoint, config.input_size, config.mean, config.std,
                              config.num_classes, config.class_names)
@@ -124,12 +131,23 @@ def resolve_source(config: ExportConfig, log: Log = lambda _: None, progress: bo
                   extra={"width": ckpt.width}, code_id=code_fingerprint(module, spec.builder))
 
 
-def evaluation_sets(data: str, size: tuple[int, int], seed: int, log: Log = lambda _: None):
+def evaluation_sets(data: str, size: tuple[int, int], seed: int, log: Log = lambda _: None,
+                    calib_data: str | None = None):
     """(evaluation dataset, calibration dataset, holdout): never the same images. A folder without split
-    lists is split by a deterministic holdout (``holdout`` is its fraction, else None), said once in the log."""
+    lists is split by a deterministic holdout (``holdout`` is its fraction, else None), said once in the log.
+    ``calib_data`` calibrates on another dataset's training split instead."""
     if data == "synthetic":
-        return (SyntheticScenes("val", CALIB_SPLIT_SIZE, size=size, seed=seed),
-                SyntheticScenes("calib", CALIB_SPLIT_SIZE, size=size, seed=seed), None)
+        val = SyntheticScenes("val", CALIB_SPLIT_SIZE, size=size, seed=seed)
+        train, holdout = SyntheticScenes("calib", CALIB_SPLIT_SIZE, size=size, seed=seed), None
+    else:
+        train, val, holdout = _real_splits(data, size, log)
+    if calib_data is not None and calib_data != data:
+        train = (SyntheticScenes("calib", CALIB_SPLIT_SIZE, size=size, seed=seed) if calib_data == "synthetic"
+                 else _real_splits(calib_data, size, log)[0])
+    return val, train, holdout
+
+
+def _real_splits(data: str, size: tuple[int, int], log: Log):
     from segedge.data.datasets import holdout_note, train_and_val
 
     kind, sep, root = data.partition(":")
@@ -138,23 +156,35 @@ def evaluation_sets(data: str, size: tuple[int, int], seed: int, log: Log = lamb
     train, val, holdout = train_and_val(kind, root, size=size)
     if holdout is not None:
         log(holdout_note(root, holdout))
-    return val, train, holdout
+    return train, val, holdout
 
 
 def reference_for(source: Source, eval_set, count: int, threads: int) -> Reference:
-    """FP32 logits of ``source`` on the first ``count`` evaluation images: what every artifact is compared to."""
+    """FP32 scores of ``source`` on the first ``count`` evaluation images: what every artifact is compared to."""
     images, masks = eval_set.batch(0, count)
-    inputs = to_network_input(images, source.spec.mean, source.spec.std)
-    return reference_from_runner(source.reference_runner(threads), inputs, masks, source.num_classes)
+    inputs = source.io.feed(images, source.spec.mean, source.spec.std)
+    return reference_from_runner(source.reference_runner(threads), inputs, masks, source.num_classes, source.io, images)
 
 
-def ranges_cache_path(directory: Path, icfg: Int8Config, sim_sha: str) -> Path:
+def eval_count_for(config: ExportConfig, eval_set) -> int:
+    """How many evaluation images: ``eval_images`` when given (capped by the split), else 8 synthetic images or
+    the whole split of real data, so a decision rests on all the user's labelled images."""
+    if config.eval_images is not None:
+        return min(config.eval_images, len(eval_set))
+    return min(SYNTHETIC_EVAL_IMAGES, len(eval_set)) if config.data == "synthetic" else len(eval_set)
+
+
+def ranges_cache_path(directory: Path, icfg: Int8Config, sim_sha: str, calib_data: str | None = None) -> Path:
     """Where the calibration ranges for ``icfg`` live beside the artifacts.
 
     The key holds only what the ranges depend on (``Int8Config.ranges_key``), so MinMax ranges serve the
     x86, arm and tensorrt schemes alike. A cache written under the older ``calib.<method>.<u8|s8>.`` name
     is picked up when it means the same ranges (u8: asymmetric collection, s8: symmetric).
     """
+    if calib_data is not None:  # ranges from another dataset: their own cache
+        import hashlib
+
+        return directory / f"calib.{icfg.ranges_key()}.{sim_sha[:12]}.{hashlib.sha256(calib_data.encode()).hexdigest()[:8]}.json"
     path = directory / f"calib.{icfg.ranges_key()}.{sim_sha[:12]}.json"
     legacy = directory / (f"calib.{icfg.calib_method}.{'s8' if icfg.symmetric_calibration else 'u8'}."
                           f"{icfg.calib_images}.{sim_sha[:12]}.json")
@@ -174,14 +204,15 @@ class CalibrationSetup:
     threads: int
 
 
-def calibration_feed(calib_set, spec, icfg: Int8Config) -> tuple[Callable[[], Iterator[np.ndarray]], dict]:
+def calibration_feed(calib_set, spec, icfg: Int8Config, io: ModelIO | None = None) -> tuple[Callable[[], Iterator[np.ndarray]], dict]:
     """(generator of network inputs for ``calibrated_graph``, selection summary for the manifest)."""
     indices, summary = calibration_indices(calib_set, icfg)
+    io = io or ModelIO()
 
     def inputs():
         for i in indices:
             image, _ = calib_set[i]
-            yield to_network_input(image, spec.mean, spec.std)
+            yield io.feed(image, spec.mean, spec.std)
 
     return inputs, summary
 
@@ -190,21 +221,21 @@ def calibration_setup(config: ExportConfig, exported: "ExportResult", log: Log =
     """The source, evaluation and calibration sets and ranges-cache path of an ``export_model`` result."""
     source = resolve_source(config, log)
     size = tuple(exported.manifest["config"]["input_size"])
-    eval_set, calib_set, _ = evaluation_sets(config.data, size, config.seed)
+    eval_set, calib_set, _ = evaluation_sets(config.data, size, config.seed, calib_data=config.calib_data)
     if len(calib_set) < config.int8_config.calib_images:
         raise CalibrationError(
             f"calibration set has {len(calib_set)} images but {config.int8_config.calib_images} were asked for; "
             f"lower --calib-images to at most {len(calib_set)}"
         )
     sim_sha = exported.manifest["stages"]["sim"]["sha256"]
-    return CalibrationSetup(source, eval_set, calib_set, ranges_cache_path(exported.directory, config.int8_config, sim_sha),
+    return CalibrationSetup(source, eval_set, calib_set, ranges_cache_path(exported.directory, config.int8_config, sim_sha, config.calib_data),
                             config.threads or os.cpu_count() or 1)
 
 
 def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool = False) -> ExportResult:
     """Run the chain for ``config``; returns the artifact directory and its manifest."""
     config.int8_config.validate()
-    if config.eval_images < 1:
+    if config.eval_images is not None and config.eval_images < 1:
         raise ValueError("eval_images must be >= 1")
     if config.onnx is None and ":" not in config.model:  # refuse bad zoo input before any training
         spec = get_spec(config.model)
@@ -218,7 +249,12 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
     source = resolve_source(config, log, progress)
     spec = source.spec
     size = tuple(config.input_size or spec.default_input_size)
-    eval_set, calib_set, holdout = evaluation_sets(config.data, size, config.seed, log)
+    eval_set, calib_set, holdout = evaluation_sets(config.data, size, config.seed, log, config.calib_data)
+    if source.io.channels == 1:
+        log(f"{source.name} takes one grey channel: the RGB images of {config.data} are converted to grey (BT.601 luma)")
+    if source.num_classes < 2:
+        raise SegedgeError(f"{source.name} scores a single class: a metric that cannot fail is not reported; a "
+                           f"one-channel model needs --output sigmoid or logit to be scored as two classes")
     if config.data != "synthetic" and eval_set.num_classes != source.num_classes:
         raise SegedgeError(f"{source.name} predicts {source.num_classes} classes but {config.data} labels "
                            f"{eval_set.num_classes}; evaluate on data with the model's classes")
@@ -227,7 +263,9 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
             f"calibration set has {len(calib_set)} images but {config.int8_config.calib_images} were asked for; "
             f"lower --calib-images to at most {len(calib_set)}"
         )
-    eval_count = min(config.eval_images, len(eval_set))
+    eval_count = eval_count_for(config, eval_set)
+    if eval_count < 1:
+        raise SegedgeError(f"{config.data} has no evaluation images")
     base_config = {
         "model": source.name,
         **({"width": source.extra["width"]} if "width" in source.extra else {}),
@@ -239,6 +277,7 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
         **({"dynamic_batch": True} if config.dynamic_batch else {}),
         "opset": EXPORT_OPSET if source.onnx is None else "given",
         "normalization": {"mean": list(spec.mean), "std": list(spec.std)},
+        **({"io": source.io.as_dict()} if not source.io.canonical else {}),
         "eval": {"data": config.data, "split": "val", "images": eval_count, "seed": config.seed,
                  **({"holdout": holdout} if holdout is not None else {})},
     }
@@ -253,6 +292,7 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
             "source_onnx": str(source.onnx) if source.onnx else None,
             "class_names": list(source.class_names),
             "normalization": {"mean": list(spec.mean), "std": list(spec.std)},
+            "io": source.io.as_dict(),
             "stages": {},
         }
         manifest["tools"] = tool_versions()
@@ -320,25 +360,34 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
 
         if config.builds("int8"):
             icfg = config.int8_config
-            ranges = ranges_cache_path(art.path, icfg, sim_sha)
+            ranges = ranges_cache_path(art.path, icfg, sim_sha, config.calib_data)
 
             def int8_stage(candidate: Path) -> dict:
                 from tqdm import tqdm
 
                 started = time.perf_counter()
-                calibration_inputs, selection = calibration_feed(calib_set, spec, icfg)
+                calibration_inputs, selection = calibration_feed(calib_set, spec, icfg, source.io)
+                quant_source, opsets = _quantizable(sim_path, candidate)
                 with tqdm(total=icfg.calib_images, desc="calibrate", unit="img", disable=not progress) as bar:
-                    with calibrated_graph(sim_path, calibration_inputs, icfg, available_images=len(calib_set),
+                    with calibrated_graph(quant_source, calibration_inputs, icfg, available_images=len(calib_set),
                                           ranges_cache=ranges, progress=lambda n: bar.update(n - bar.n)) as graph:
                         bar.close()
-                        info = graph.quantize(candidate)
+                        try:
+                            info = graph.quantize(candidate)
+                        except SegedgeError:
+                            raise
+                        except Exception as exc:  # onnxruntime's quantizer on a graph it cannot take
+                            raise CalibrationError(f"INT8 quantization of {source.name} failed: {brief(exc)}") from None
                         if graph.equalization is not None:
                             info["equalization"] = graph.equalization
                         if icfg.max_drop is not None:
                             info.update(mixed_precision(graph, candidate, art.file(STAGES["onnx"].file)))
+                if opsets:
+                    info["opset"] = opsets
+                    quant_source.unlink(missing_ok=True)
                 split = "calib" if config.data == "synthetic" else "train"
                 return {"seconds": round(time.perf_counter() - started, 2), **info,
-                        "calibration": {"data": config.data, "split": split, "ranges_cache": ranges.name, **icfg.as_dict(),
+                        "calibration": {"data": config.calib_data or config.data, "split": split, "ranges_cache": ranges.name, **icfg.as_dict(),
                                         "selection": selection}}
 
             def mixed_precision(graph, candidate: Path, onnx_path: Path) -> dict:
@@ -355,10 +404,32 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
                     info["warnings"] = [result.message]
                 return info
 
-            run_stage("int8", {"source_sha256": sim_sha, "int8": icfg.as_dict()}, int8_stage)
+            run_stage("int8", {"source_sha256": sim_sha, "int8": icfg.as_dict(),
+                               **({"calib_data": config.calib_data} if config.calib_data else {})}, int8_stage)
 
         return ExportResult(art.path, manifest)
 
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _quantizable(sim_path: Path, candidate: Path) -> tuple[Path, dict | None]:
+    """The graph to quantize: ``sim_path`` itself, or, below the opset onnxruntime's quantizer writes (per-axis
+    Q/DQ need 13), a copy converted by onnx's version converter; returns (graph, {given, quantized} or None)."""
+    import onnx
+    from onnx import version_converter
+
+    model = onnx.load(str(sim_path))
+    given = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if given >= QUANTIZER_OPSET:
+        return sim_path, None
+    try:
+        converted = version_converter.convert_version(model, QUANTIZER_OPSET)
+        onnx.checker.check_model(converted)
+    except Exception as exc:
+        raise CalibrationError(f"the model is at opset {given}; INT8 needs opset {QUANTIZER_OPSET}, and onnx's version "
+                               f"converter failed: {brief(exc)}") from None
+    path = candidate.with_name(candidate.name + f".opset{QUANTIZER_OPSET}.onnx")
+    onnx.save(converted, str(path))
+    return path, {"given": given, "quantized": QUANTIZER_OPSET}

@@ -92,7 +92,7 @@ def run_job(profile_name: str, profile_toml: bytes, model: str, precision: str, 
         backend = require_runnable(profile, machine)
         size = tuple(input_size or profile.input_size)
         config = BenchConfig(models=(model,), precisions=(precision,), input_size=size, store=root / "results.sqlite",
-                             artifacts=root / "export", eval_images=4 if quick else eval_images, quick=quick,
+                             artifacts=root / "export", eval_images=4 if quick else (eval_images or 8), quick=quick,
                              force=force, checkpoints={model: ckpt_path} if ckpt_path else {})
         run_sweep(profile, backend, machine, config)
         key = dict(machine_id=machine.machine_id, profile=profile.name, model=model, precision=precision,

@@ -313,7 +313,7 @@ def bench_on_device(target: SshTarget, profile_arg: str, models: tuple[str, ...]
     profile = load_profile_file(profile_path)
     precisions = parse_precisions(precisions or profile.precisions)
     size = input_size or profile.input_size
-    eval_images = 4 if quick else eval_images
+    eval_images = 4 if quick else (eval_images or 8)  # the device benches the built-in scenes
     for model, path in checkpoints.items():
         if not path.is_file():
             raise SegedgeError(f"checkpoint {path} for {model} does not exist (it is copied to the device)")
@@ -396,8 +396,8 @@ def _export_here(profile, model: str, precisions, size, eval_images: int, checkp
     spec = get_spec(model)
     remote_ckpt = shipment.add_content_addressed(checkpoint, "checkpoints") if checkpoint else None
     for precision in precisions:
-        config = export_config_for(profile, spec.name, precision, size, eval_images, artifacts, checkpoint,
-                                   profile.threads or os.cpu_count() or 1, int8_scheme)
+        config = export_config_for(profile, spec.name, precision, size, eval_images, profile.threads or os.cpu_count() or 1,
+                                   int8_scheme, artifacts=artifacts, checkpoint=checkpoint)
         try:
             result = export_model(config, log=lambda line: log(f"{model} {line}"), progress=progress)
         except SegedgeError as exc:

@@ -20,14 +20,14 @@ from segedge.core.results import STATUS_MARK
 TABLE_COLUMNS = (
     ("profile", "profile"), ("model", "model"), ("precision", "precision"), ("size", "size"),
     ("median_ms", "median ms"), ("p90_ms", "p90 ms"), ("fps", "FPS"), ("miou", "mIoU"),
-    ("miou_drop", "drop"), ("argmax_agreement", "agree %"), ("peak_rss_mb", "peak MB"), ("status", "status"),
+    ("miou_drop", "drop [95 % interval]"), ("eval_images", "images"), ("argmax_agreement", "agree %"), ("peak_rss_mb", "peak MB"), ("status", "status"),
     ("pareto", "Pareto"), ("cpu", "machine"),
 )
 
 
 def _runnable(row: dict) -> bool:
     """A row that ran at batch 1: the latency a deployment decision compares (batch rows report throughput)."""
-    return (row.get("status") in ("ok", "drop") and row.get("median_ms") is not None and row.get("miou") is not None
+    return (row.get("status") in ("ok", "drop", "uncertain") and row.get("median_ms") is not None and row.get("miou") is not None
             and (row.get("batch") or 1) == 1)
 
 
@@ -72,10 +72,15 @@ def _cells(row: dict) -> dict[str, str]:
         "median_ms": fmt(row.get("median_ms"), ".1f"), "p90_ms": fmt(row.get("p90_ms"), ".1f"),
         "fps": fmt(row.get("fps"), ".2f"),
         "miou": fmt(None if row.get("miou") is None else 100 * row["miou"], ".2f"),
-        "miou_drop": fmt(row.get("miou_drop"), "+.2f"),
+        "miou_drop": fmt(row.get("miou_drop"), "+.2f") + (
+            f" [{row['drop_low']:+.2f}, {row['drop_high']:+.2f}]"
+            if row.get("drop_low") is not None and row.get("drop_high") is not None and row["drop_high"] != float("inf")
+            else ""),
+        "eval_images": "" if row.get("eval_images") is None else str(row["eval_images"]),
         "argmax_agreement": fmt(None if row.get("argmax_agreement") is None else 100 * row["argmax_agreement"], ".2f"),
         "peak_rss_mb": fmt(row.get("peak_rss_mb"), ".0f"),
-        "status": STATUS_MARK.get(row.get("status"), "?") + (" smoke (--quick: 3 runs, not figures to quote)" if row.get("quick") else "")
+        "status": STATUS_MARK.get(row.get("status"), "?")
+                  + (f" uncertain: {row.get('eval_images')} images" if row.get("status") == "uncertain" else "") + (" smoke (--quick: 3 runs, not figures to quote)" if row.get("quick") else "")
                   + (f" {row['reason']}" if row.get("reason") else "") + (f" ({row['unsaved']})" if row.get("unsaved") else ""),
         "pareto": "★" if row.get("pareto") else "",
         "cpu": f"{machine.get('cpu', '?')} ({machine.get('cores', '?')} cores)",
@@ -149,7 +154,7 @@ def overlay_png(manifest_dir: str | Path, path: str | Path, precision: str = "in
 
     from segedge.core.artifacts import ArtifactDir, atomic_path
     from segedge.data.synthetic import SyntheticScenes
-    from segedge.data.transforms import to_network_input
+    from segedge.data.model_io import ModelIO
     from segedge.backends.onnxruntime import OnnxRuntimeRunner
 
     art = ArtifactDir(manifest_dir)
@@ -160,12 +165,19 @@ def overlay_png(manifest_dir: str | Path, path: str | Path, precision: str = "in
     if stage not in manifest.get("stages", {}):
         raise SegedgeError(f"{manifest_dir} has no {precision} artifact; export it first")
     h, w = manifest["config"]["input_size"]
-    image, _ = SyntheticScenes("val", 1, size=(h, w)).batch(0, 1)
-    x = to_network_input(image, manifest["normalization"]["mean"], manifest["normalization"]["std"])
+    data = manifest["config"].get("eval", {}).get("data", "synthetic")
+    if data == "synthetic":
+        image, _ = SyntheticScenes("val", 1, size=(h, w)).batch(0, 1)
+    else:  # the row's own evaluation data
+        from segedge.flows.export import evaluation_sets
+
+        image, _ = evaluation_sets(data, (h, w), 0)[0].batch(0, 1)
+    io = ModelIO.from_dict(manifest.get("io"))
+    x = io.feed(image, manifest["normalization"]["mean"], manifest["normalization"]["std"])
     preds = {}
     for name, st in (("FP32", "sim"), (precision.upper(), stage)):
         with OnnxRuntimeRunner(art.file(manifest["stages"][st]["file"])) as runner:
-            preds[name] = runner.infer(x).argmax(1)[0]
+            preds[name] = io.scores(runner.infer(x), (h, w)).argmax(1)[0]
     a, b = preds.values()
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.2))
     panels = [(image[0], "image"), (a, "FP32"), (b, precision.upper()), (a != b, f"disagree ({100 * (a != b).mean():.2f} %)")]
@@ -203,4 +215,48 @@ def summarize_budget(picks: dict[str, Any], budget_ms: float) -> str:
         else:
             lines.append(f"{profile}: ship {row['model']} {row['precision']} — {row['median_ms']:.1f} ms, "
                          f"mIoU {100 * row['miou']:.2f} (drop {row['miou_drop']:+.2f})")
+    return "\n".join(lines)
+
+
+def pick_fastest_within(rows: list[dict], budget_ms: float, max_drop: float) -> dict[str, dict | None]:
+    """Per profile: the fastest runnable row under ``budget_ms`` whose drop is within ``max_drop`` points at the
+    *upper end* of its interval (the drop itself where no interval was measured): the row to ship."""
+    picks: dict[str, dict | None] = {}
+    for row in rows:
+        picks.setdefault(row["profile"], None)
+        worst = _worst_drop(row)
+        if _runnable(row) and row["median_ms"] <= budget_ms and worst is not None and worst <= max_drop:
+            best = picks[row["profile"]]
+            if best is None or row["median_ms"] < best["median_ms"]:
+                picks[row["profile"]] = row
+    return picks
+
+
+def _worst_drop(row: dict) -> float | None:
+    return row.get("drop_high") if row.get("drop_high") is not None else row.get("miou_drop")
+
+
+def summarize_pick(picks: dict[str, Any], rows: list[dict], budget_ms: float, max_drop: float) -> str:
+    """The answer in words; where nothing qualifies, which constraint nothing meets."""
+    lines = []
+    for profile, row in sorted(picks.items()):
+        if row is not None:
+            high = row.get("drop_high")
+            interval = f", 95 % interval up to {high:+.2f}" if high is not None else ""
+            lines.append(f"{profile}: ship {row['model']} {row['precision']} ({row.get('backend', '')}) — "
+                         f"{row['median_ms']:.1f} ms, mIoU {100 * row['miou']:.2f}, drop {row['miou_drop']:+.2f}{interval} "
+                         f"on {row.get('eval_images')} images")
+            continue
+        mine = [r for r in rows if r["profile"] == profile and _runnable(r)]
+        fast = [r for r in mine if r["median_ms"] <= budget_ms]
+        close = [r for r in mine if _worst_drop(r) is not None and _worst_drop(r) <= max_drop]
+        if not fast:
+            why = f"nothing runs under {budget_ms:g} ms" + (f" (fastest: {min(r['median_ms'] for r in mine):.1f} ms)" if mine else "")
+            if not close:
+                why += f", and nothing is within {max_drop:g} points"
+        elif not close:
+            why = f"nothing is within {max_drop:g} points at its interval's upper end"
+        else:
+            why = f"nothing is within {max_drop:g} points under {budget_ms:g} ms (each constraint alone is met)"
+        lines.append(f"{profile}: {why}")
     return "\n".join(lines)

@@ -36,7 +36,7 @@ def model_sensitivity(config: ExportConfig, block_depth: int | None = None, log:
     scopes = torch_scopes(fp32.file("onnx"))
     icfg = config.int8_config
 
-    calibration_inputs, _ = calibration_feed(setup.calib_set, setup.source.spec, icfg)
+    calibration_inputs, _ = calibration_feed(setup.calib_set, setup.source.spec, icfg, setup.source.io)
     with calibrated_graph(fp32.file("sim"), calibration_inputs, icfg, len(setup.calib_set),
                           ranges_cache=setup.ranges_cache) as graph:
         groups = blocks(graph, scopes, block_depth) if block_depth else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +19,9 @@ import numpy as np
 
 from segedge.core.artifacts import atomic_path, sha256_file
 from segedge.core.errors import ArtifactError, CheckpointError, InputSizeError, SegedgeError, brief
-from segedge.models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 from segedge.backends.base import Runner
+from segedge.data.model_io import ModelIO, model_io_from_onnx
+from segedge.models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 
 
 @dataclass
@@ -33,6 +35,7 @@ class Source:
     weights_id: str
     checkpoint: str | None = None
     code_id: str | None = None  # hash of the source files that define the torch module (None for an ONNX)
+    io: ModelIO = field(default_factory=ModelIO)  # how to feed it and read its output (canonical for torch)
     module: Any = None  # torch module, or None for an ONNX source
     onnx: Path | None = None
     extra: dict = field(default_factory=dict)
@@ -159,19 +162,23 @@ def module_source(reference: str, checkpoint: Path | None, input_size: tuple[int
     with torch.inference_mode():
         out = module(torch.zeros(1, 3, *input_size))
     out = out[0] if isinstance(out, (tuple, list)) else out
-    if out.ndim != 4 or tuple(out.shape[2:]) != tuple(input_size):
+    if out.ndim != 4 or not _fits(tuple(out.shape[2:]), tuple(input_size)):
         raise SegedgeError(f"{reference} returns {tuple(out.shape)} for a 1x3x{input_size[0]}x{input_size[1]} input; "
-                           "segedge needs N×C×H×W logits at the input's H×W")
+                           "segedge needs N×C×H×W class scores at the input's H×W or a fraction of it")
+    io = ModelIO(resized=tuple(out.shape[2:]) != tuple(input_size))
     classes = _check_classes(int(out.shape[1]), num_classes, class_names, reference)
     name = reference.replace(":", ".").split(".")[-1]
     weights = sha256_file(checkpoint) if checkpoint else "builder-" + hashlib.sha256(reference.encode()).hexdigest()[:12]
     return Source(name=name, spec=adhoc_spec(name, input_size, mean, std), num_classes=len(classes),
                   class_names=classes, weights_id=weights, checkpoint=str(checkpoint) if checkpoint else None, module=module,
-                  code_id=code_fingerprint(module, builder))
+                  code_id=code_fingerprint(module, builder), io=io)
 
 
-def onnx_source(path: Path, input_size: tuple[int, int] | None, mean, std, num_classes: int | None, class_names) -> Source:
-    """An ONNX segmentation model made elsewhere: one float32 N×3×H×W input, one N×C×H×W output."""
+def onnx_source(path: Path, input_size: tuple[int, int] | None, mean, std, num_classes: int | None, class_names,
+                layout: str | None = None, output: str | None = None, threshold: float = 0.5) -> Source:
+    """An ONNX segmentation model made elsewhere, as it comes: NCHW or NHWC, grey or RGB, class scores or one
+    sigmoid/logit channel, at the input's resolution or below (:mod:`segedge.data.model_io`); weights inside the
+    file or beside it (external data)."""
     import onnx
 
     path = Path(path)
@@ -181,37 +188,83 @@ def onnx_source(path: Path, input_size: tuple[int, int] | None, mean, std, num_c
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         raise ArtifactError(f"{path} is not a readable ONNX model ({type(exc).__name__})") from None
-    initializer_names = {t.name for t in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializer_names]
-    if len(inputs) != 1 or len(model.graph.output) != 1:
-        raise ArtifactError(f"{path} has {len(inputs)} inputs and {len(model.graph.output)} outputs; segedge needs one image input and one logits output")
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
-    if len(dims) != 4 or dims[1] not in (3, None):
-        raise ArtifactError(f"{path}: input {inputs[0].name} is shaped {dims}; segedge needs N×3×H×W (NCHW, RGB)")
-    if inputs[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
-        raise ArtifactError(f"{path}: input must be float32")
-    static = tuple(dims[2:]) if None not in dims[2:] else None
+    io, dims = model_io_from_onnx(model, str(path), layout, output, threshold)
+    spatial = dims[1:3] if io.input_layout == "NHWC" else dims[2:]
+    static = tuple(spatial) if None not in spatial else None
     if input_size is None and static is None:
         raise InputSizeError(f"{path} has dynamic H/W: give --input-size HxW")
     if static is not None and input_size is not None and tuple(input_size) != static:
         raise InputSizeError(f"{path} takes a fixed {static[0]}x{static[1]} input, but --input-size asks for {input_size[0]}x{input_size[1]}")
     size = tuple(input_size or static)
-    out_dims = [d.dim_value if d.HasField("dim_value") else None for d in model.graph.output[0].type.tensor_type.shape.dim]
-    if len(out_dims) == 4 and None not in out_dims:
-        shape = tuple(out_dims)
-    else:
-        from segedge.backends.onnxruntime import OnnxRuntimeRunner
+    shape = _probe_output(path, io, size, dims)
+    spatial_out = shape[1:3] if io.output_layout == "NHWC" else shape[2:]
+    channels = shape[3] if io.output_layout == "NHWC" else shape[1]
+    if len(shape) != 4 or not _fits(tuple(spatial_out), size):
+        raise ArtifactError(f"{path} outputs {'x'.join(map(str, shape))} for a {size[0]}x{size[1]} input; segedge reads "
+                            f"class scores ({io.output_layout}) at the input's size or a fraction of it")
+    if channels == 1 and io.output == "scores":
+        raise SegedgeError(f"{path} outputs one channel and ends in no Sigmoid: give --output sigmoid (a probability) or "
+                           f"--output logit (a raw score), and --threshold if 0.5 is not the cut")
+    if channels != 1 and io.output != "scores":
+        raise SegedgeError(f"--output {io.output} reads one channel, but {path} outputs {channels}")
+    from dataclasses import replace
 
-        with OnnxRuntimeRunner(path, threads=1) as runner:
-            shape = runner.infer(np.zeros((1, 3, *size), np.float32)).shape
-    if len(shape) != 4 or tuple(shape[2:]) != size:
-        raise ArtifactError(f"{path} outputs {'x'.join(map(str, shape))} for a 1x3x{size[0]}x{size[1]} input; segedge "
-                            f"scores N×C×H×W logits at the input's H×W (a head at a lower resolution needs its "
-                            f"Resize in the graph)")
-    channels = shape[1]
-    classes = _check_classes(int(channels), num_classes, class_names, str(path))
+    io = replace(io, resized=tuple(spatial_out) != size)
+    classes = _check_classes(io.num_classes(int(channels)), num_classes, class_names, str(path))
+    mean = mean or (IMAGENET_MEAN if io.channels == 3 else (0.449,))
+    std = std or (IMAGENET_STD if io.channels == 3 else (0.226,))
     return Source(name=path.stem, spec=adhoc_spec(path.stem, size, mean, std), num_classes=len(classes),
-                  class_names=classes, weights_id=sha256_file(path), onnx=path)
+                  class_names=classes, weights_id=onnx_fingerprint(path, model), onnx=path, io=io)
+
+
+def _fits(output: tuple, size: tuple) -> bool:
+    """An output at the input's size, or at an integer fraction of it (a stride-2/4/8 head)."""
+    if output == tuple(size):
+        return True
+    return all(isinstance(o, int) and 0 < o < s and s % o == 0 for o, s in zip(output, size)) and \
+        size[0] // output[0] == size[1] // output[1]
+
+
+def _probe_output(path: Path, io: ModelIO, size: tuple[int, int], dims) -> tuple:
+    from segedge.backends.onnxruntime import OnnxRuntimeRunner
+
+    shape = (1, size[0], size[1], io.channels) if io.input_layout == "NHWC" else (1, io.channels, *size)
+    with OnnxRuntimeRunner(path, threads=1) as runner:
+        return tuple(runner.infer(np.zeros(shape, np.float32)).shape)
+
+
+def external_data_files(path: Path, model) -> list[Path]:
+    """The files an ONNX's external tensors name (``location``, relative to the ONNX's folder), each once."""
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    found = []
+    for tensor in _get_all_tensors(model):
+        if uses_external_data(tensor):
+            location = next((e.value for e in tensor.external_data if e.key == "location"), None)
+            if location is None:
+                continue
+            file = (path.parent / location).resolve()
+            if path.parent.resolve() not in file.parents:
+                raise ArtifactError(f"{path}: external data {location!r} lies outside the model's folder")
+            if not file.is_file():
+                raise ArtifactError(f"{path} keeps its weights in {location}, which is missing beside it")
+            if file not in found:
+                found.append(file)
+    return found
+
+
+def onnx_fingerprint(path: Path, model=None) -> str:
+    """sha256 of the ONNX file and of every external-data file it names: other weights, another artifact."""
+    import onnx
+
+    model = model if model is not None else onnx.load(str(path), load_external_data=False)
+    files = external_data_files(path, model)
+    if not files:
+        return sha256_file(path)
+    digest = hashlib.sha256(sha256_file(path).encode())
+    for file in files:
+        digest.update(file.name.encode() + sha256_file(file).encode())
+    return digest.hexdigest()
 
 
 def _check_classes(channels: int, num_classes: int | None, class_names, what: str) -> tuple[str, ...]:
@@ -224,16 +277,42 @@ def _check_classes(channels: int, num_classes: int | None, class_names, what: st
     return tuple(f"class_{i}" for i in range(channels))
 
 
+INLINE_LIMIT = 2 * 1024**3 - 64 * 1024**2  # protobuf's 2 GB, less headroom for the graph itself
+
+
 def copy_checked_onnx(src: Path, dst: Path) -> dict:
-    """The given ONNX as the chain's model.onnx: checker-validated, copied atomically."""
+    """The given ONNX as the chain's model.onnx, self-contained: weights kept outside it (external data) are
+    read in and inlined below 2 GB, or written beside it as ``<name>.data`` above; checker-validated, atomic."""
     import onnx
 
-    with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
-        try:
-            onnx.checker.check_model(str(tmp), full_check=True)
-        except Exception as exc:
-            raise ArtifactError(f"{src} fails onnx.checker: {str(exc).splitlines()[0]}") from None
-    model = onnx.load(str(dst), load_external_data=False)
+    model = onnx.load(str(src), load_external_data=False)
+    external = external_data_files(Path(src), model)
+    if not external:
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
+            _check(tmp, src)
+    else:
+        model = onnx.load(str(src))  # reads the external tensors relative to src's folder
+        size = sum(f.stat().st_size for f in external)
+        with atomic_path(dst) as tmp:
+            if size < INLINE_LIMIT:
+                onnx.save_model(model, str(tmp))
+            else:
+                data = Path(dst).name + ".data"
+                onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_external_data=True,
+                                location=data, size_threshold=1024)
+                os.replace(Path(tmp).parent / data, Path(dst).parent / data)
+            _check(tmp, src)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    return {"opset": opset, "source_file": str(src)}
+    return {"opset": opset, "source_file": str(src),
+            **({"external_data": [f.name for f in external], "weights": "inlined" if size < INLINE_LIMIT else "beside"}
+               if external else {})}
+
+
+def _check(path, src) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:
+        raise ArtifactError(f"{src} fails onnx.checker: {brief(exc)}") from None

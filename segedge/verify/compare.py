@@ -7,12 +7,14 @@ measured on the same images rather than inferred.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from segedge.core.errors import ParityError
 from segedge.core.precision import ParityGate
+from segedge.data.model_io import ModelIO
+from segedge.verify.interval import DropInterval, paired_bootstrap_drop, per_image_matrix
 from segedge.core.metrics import ConfusionMatrix
 from segedge.backends.base import Runner
 
@@ -37,13 +39,15 @@ class ParityReport:
 
 @dataclass(frozen=True)
 class Reference:
-    """Torch FP32 logits on the evaluation images, computed once and shared by every stage's check."""
+    """The FP32 reference's scores on the evaluation images, computed once and shared by every check."""
 
-    inputs: np.ndarray  # N×3×H×W float32 network inputs
+    inputs: np.ndarray  # N×… float32 inputs as the model takes them (ModelIO.feed)
     masks: np.ndarray  # N×H×W uint8 labels
-    logits: np.ndarray  # N×C×H×W float32
+    logits: np.ndarray  # N×C×H×W float32 class scores at the label size (ModelIO.scores)
     num_classes: int
     ignore_index: int = 255
+    io: ModelIO = field(default_factory=ModelIO)
+    images: np.ndarray | None = None  # the uint8 images the inputs were fed from (bench times pre-processing on them)
 
     @property
     def miou(self) -> float:
@@ -51,38 +55,73 @@ class Reference:
         cm.update(self.masks, self.logits.argmax(1))
         return cm.scores().mean_iou
 
+    @property
+    def size(self) -> tuple[int, int]:
+        return tuple(self.masks.shape[1:3])
 
-def reference_from_runner(runner: Runner, inputs: np.ndarray, masks: np.ndarray, num_classes: int) -> Reference:
+    def per_image_matrices(self) -> np.ndarray:
+        predictions = self.logits.argmax(1)
+        return np.stack([per_image_matrix(m, p, self.num_classes, self.ignore_index)
+                         for m, p in zip(self.masks, predictions)])
+
+
+def reference_from_runner(runner: Runner, inputs: np.ndarray, masks: np.ndarray, num_classes: int,
+                          io: ModelIO | None = None, images: np.ndarray | None = None) -> Reference:
+    io = io or ModelIO()
+    size = tuple(masks.shape[1:3])
     with runner:
-        logits = np.concatenate([runner.infer(inputs[i : i + 1]) for i in range(len(inputs))])
-    return Reference(inputs, masks, logits.astype(np.float32), num_classes)
+        logits = np.concatenate([io.scores(runner.infer(inputs[i : i + 1]), size) for i in range(len(inputs))])
+    return Reference(inputs, masks, logits.astype(np.float32), num_classes, io=io, images=images)
 
 
-def compare_to_reference(runner: Runner, reference: Reference) -> ParityReport:
-    """Run every reference image through ``runner`` (batch 1, as deployed) and compare."""
+@dataclass(frozen=True)
+class RunnerAccuracy:
+    """A runner's figures on the reference's images: the parity report, and its drop's bootstrap interval."""
+
+    report: ParityReport
+    interval: DropInterval
+
+
+def accuracy_on_active_runner(runner: Runner, reference: Reference, batch: int = 1) -> RunnerAccuracy:
+    """Every reference image through an *active* runner, ``batch`` at a time (the last batch padded by repeating
+    its last image, whose extra outputs are dropped): the very runner, precision and batch that were timed."""
+    io, size, count = reference.io, reference.size, len(reference.inputs)
     cm = ConfusionMatrix(reference.num_classes, reference.ignore_index)
+    matrices = []
     max_diff, sum_diff, agree, pixels = 0.0, 0.0, 0, 0
-    with runner:
-        for i in range(len(reference.inputs)):
-            got = runner.infer(reference.inputs[i : i + 1]).astype(np.float32)
-            want = reference.logits[i : i + 1]
-            if got.shape != want.shape:
-                raise ParityError(f"artifact returns logits shaped {got.shape}, the reference {want.shape}")
-            diff = np.abs(got - want)
-            max_diff = max(max_diff, float(diff.max()))
-            sum_diff += float(diff.mean())
-            pred = got.argmax(1)
-            agree += int((pred == want.argmax(1)).sum())
-            pixels += pred.size
-            cm.update(reference.masks[i : i + 1], pred)
-    return ParityReport(
-        images=len(reference.inputs),
+    for start in range(0, count, batch):
+        chunk = reference.inputs[start : start + batch]
+        real = len(chunk)
+        if real < batch:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - real, axis=0)])
+        got = io.scores(runner.infer(chunk), size)[:real]
+        want = reference.logits[start : start + real]
+        if got.shape != want.shape:
+            raise ParityError(f"artifact returns scores shaped {got.shape}, the reference {want.shape}")
+        diff = np.abs(got - want)
+        max_diff = max(max_diff, float(diff.max()))
+        sum_diff += float(diff.mean(axis=(1, 2, 3)).sum())
+        pred = got.argmax(1)
+        agree += int((pred == want.argmax(1)).sum())
+        pixels += pred.size
+        masks = reference.masks[start : start + real]
+        cm.update(masks, pred)
+        matrices += [per_image_matrix(m, q, reference.num_classes, reference.ignore_index) for m, q in zip(masks, pred)]
+    report = ParityReport(
+        images=count,
         max_abs_diff=max_diff,
-        mean_abs_diff=sum_diff / max(1, len(reference.inputs)),
+        mean_abs_diff=sum_diff / max(1, count),
         argmax_agreement=agree / max(1, pixels),
         miou=cm.scores().mean_iou,
         reference_miou=reference.miou,
     )
+    return RunnerAccuracy(report, paired_bootstrap_drop(np.stack(matrices), reference.per_image_matrices()))
+
+
+def compare_to_reference(runner: Runner, reference: Reference) -> ParityReport:
+    """Run every reference image through ``runner`` (batch 1, as deployed) and compare."""
+    with runner:
+        return accuracy_on_active_runner(runner, reference).report
 
 
 def enforce_gate(stage: str, report: ParityReport, gate: ParityGate) -> None:

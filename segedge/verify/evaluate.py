@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segedge.data.transforms import to_network_input
+from segedge.data.model_io import ModelIO
 from segedge.core.errors import SegedgeError
 from segedge.core.metrics import ConfusionMatrix, SegmentationScores
 from segedge.backends.base import Runner
@@ -34,11 +34,12 @@ class EvalResult:
 
 
 def evaluate_runner(runner: Runner, dataset, count: int, mean, std, num_classes: int, progress: bool = False,
-                    ignore_index: int = 255, crf=None) -> SegmentationScores | tuple[SegmentationScores, SegmentationScores]:
+                    ignore_index: int = 255, crf=None, io: ModelIO | None = None) -> SegmentationScores | tuple[SegmentationScores, SegmentationScores]:
     """Scores of ``runner`` on the first ``count`` images; with ``crf`` (a ``segedge.verify.crf.CrfParams``), the
     pair (scores after the dense CRF, scores of the raw argmax), both from the same inferences."""
     from tqdm import tqdm
 
+    io = io or ModelIO()
     cm = ConfusionMatrix(num_classes, ignore_index)
     raw = ConfusionMatrix(num_classes, ignore_index) if crf is not None else None
     if crf is not None:
@@ -47,7 +48,7 @@ def evaluate_runner(runner: Runner, dataset, count: int, mean, std, num_classes:
     with runner:
         for i in tqdm(range(count), desc="evaluate" if crf is None else "evaluate + CRF", unit="img", disable=not progress):
             image, mask = dataset[i]
-            logits = runner.infer(to_network_input(image, mean, std))
+            logits = io.scores(runner.infer(io.feed(image, mean, std)), mask.shape[:2])
             if logits.shape[1] != num_classes:
                 raise SegedgeError(f"the model outputs {logits.shape[1]} classes, the dataset labels {num_classes}")
             if crf is None:
@@ -69,9 +70,10 @@ def manifest_beside(path: Path) -> dict:
     return {}
 
 
-def input_size_of(runner: Runner) -> tuple[int, int] | None:
+def input_size_of(runner: Runner, io: ModelIO | None = None) -> tuple[int, int] | None:
     shape = runner.input_spec.shape if runner.input_spec else ()
-    return tuple(shape[2:]) if len(shape) == 4 and None not in shape[2:] else None
+    spatial = shape[1:3] if io is not None and io.input_layout == "NHWC" else shape[2:]
+    return tuple(spatial) if len(shape) == 4 and None not in spatial else None
 
 
 def class_count(dataset) -> int:
@@ -91,13 +93,13 @@ def open_eval_set(data: str, split: str, size: tuple[int, int], seed: int = 0, l
     return open_dataset(kind, root, split, size=size)
 
 
-def activated_input_size(runner: Runner) -> tuple[int, int] | None:
+def activated_input_size(runner: Runner, io: ModelIO | None = None) -> tuple[int, int] | None:
     with runner:
-        return input_size_of(runner)
+        return input_size_of(runner, io)
 
 
 def evaluate(runner: Runner, data: str, split: str, size: tuple[int, int] | None, images: int, mean, std,
-             class_names: tuple[str, ...] | None, progress: bool = False, crf=None) -> EvalResult:
+             class_names: tuple[str, ...] | None, progress: bool = False, crf=None, io: ModelIO | None = None) -> EvalResult:
     """Score ``runner`` on ``images`` images of ``data``'s ``split`` at ``size`` (or the model's fixed size);
     ``crf`` (``segedge.verify.crf.CrfParams``) refines each output with DeepLab's dense CRF on the CPU first."""
     if crf is not None:
@@ -105,7 +107,7 @@ def evaluate(runner: Runner, data: str, split: str, size: tuple[int, int] | None
 
         crf.validate()
         require_crf()  # before the model loads: a missing library is the user's first error, not the last
-    fixed = activated_input_size(runner)
+    fixed = activated_input_size(runner, io)
     if size is None:
         size = fixed
     if size is None:
@@ -117,7 +119,7 @@ def evaluate(runner: Runner, data: str, split: str, size: tuple[int, int] | None
     if count < 1:
         raise SegedgeError(f"{data} {split} holds no images")
     names = tuple(class_names) if class_names else tuple(getattr(dataset, "class_names", ()))
-    scores = evaluate_runner(runner, dataset, count, mean, std, class_count(dataset), progress, crf=crf)
+    scores = evaluate_runner(runner, dataset, count, mean, std, class_count(dataset), progress, crf=crf, io=io)
     if crf is None:
         return EvalResult(scores, names, count, data, split, runner.backend)
     refined, raw = scores

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from segedge.flows.report import render
 
     result = sweep_on_ray(
-        args.ray, list(comma_list(args.profiles) or ()), comma_list(args.models) or (), comma_list(args.precisions),
+        args.ray, list(comma_list(args.profiles) or ()), comma_list(args.models) or ("bisenet",), comma_list(args.precisions),
         args.input_size, Path(args.results), checkpoints=checkpoint_map(args.checkpoint), eval_images=args.eval_images,
         quick=args.quick, force=args.force, device_dir=args.device_dir, timeout_s=args.timeout, log=log)
     if result.rows:

@@ -252,6 +252,9 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
     eval_set, calib_set, holdout = evaluation_sets(config.data, size, config.seed, log, config.calib_data)
     if source.io.channels == 1:
         log(f"{source.name} takes one grey channel: the RGB images of {config.data} are converted to grey (BT.601 luma)")
+    if config.data != "synthetic" and eval_set.num_classes < 2:
+        raise SegedgeError(f"{config.data} labels a single class: a metric that cannot fail is not reported; give "
+                           f"classes.txt at least a background and a foreground class")
     if source.num_classes < 2:
         raise SegedgeError(f"{source.name} scores a single class: a metric that cannot fail is not reported; a "
                            f"one-channel model needs --output sigmoid or logit to be scored as two classes")

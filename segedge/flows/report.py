@@ -127,13 +127,19 @@ def pareto_plot(rows: list[dict], path: str | Path) -> Path:
         group = [r for r in rows if r["profile"] == profile]
         for r in group:
             ax.scatter(r["median_ms"], 100 * r["miou"], marker=markers.get(r["precision"], "x"), s=50)
+            low, high = r.get("drop_low"), r.get("drop_high")
+            if low is not None and high is not None and abs(high) != float("inf"):
+                # the drop's 95 % interval, as mIoU: a larger drop is a lower mIoU
+                ax.errorbar(r["median_ms"], 100 * r["miou"], fmt="none", ecolor="grey", capsize=3, lw=1,
+                            yerr=[[max(0.0, high - r["miou_drop"])], [max(0.0, r["miou_drop"] - low)]])
             ax.annotate(f"{r['model']} {r['precision']}" + (" (quick)" if r.get("quick") else ""), (r["median_ms"], 100 * r["miou"]), fontsize=7,
                         xytext=(4, 3), textcoords="offset points")
         front = sorted((r for r in group if r["pareto"]), key=lambda r: r["median_ms"])
         ax.plot([r["median_ms"] for r in front], [100 * r["miou"] for r in front], "--", label=f"{profile} Pareto front")
     ax.set_xscale("log")
     ax.set_xlabel("median latency, batch 1 (ms, log scale)")
-    ax.set_ylabel("mIoU on synthetic val (%)")
+    data = sorted({str(r.get("data") or "synthetic") for r in rows})
+    ax.set_ylabel(f"mIoU on {', '.join(data)} val (%), bars: 95 % interval of the drop")
     ax.set_title("latency vs mIoU")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)

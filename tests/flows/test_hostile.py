@@ -413,10 +413,10 @@ def test_a_corrupt_calibration_cache_is_rebuilt(tiny_checkpoint, tmp_path):
 def test_an_onnx_whose_output_is_smaller_than_its_input_is_one_line(tmp_path, capsys):
     import torch
 
-    net = torch.nn.Conv2d(3, 4, 3, stride=4, padding=1)
+    net = torch.nn.Conv2d(3, 4, 3, stride=3, padding=1)  # 22x22: not a fraction of 64 (a stride-4 head is resized)
     torch.onnx.export(net, (torch.zeros(1, 3, 64, 64),), str(tmp_path / "small.onnx"), dynamo=False)
     code = main(["export", "--onnx", str(tmp_path / "small.onnx"), "--out", str(tmp_path / "out"), "--quiet"])
-    _one_line(capsys, code, "outputs 1x4x16x16 for a 1x3x64x64 input")
+    _one_line(capsys, code, "outputs 1x4x22x22 for a 64x64 input")
 
 
 def test_two_benches_on_one_store_measure_each_row_once_and_never_together(tiny_checkpoint, tmp_path):

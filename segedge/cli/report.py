@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segedge.cli.args import log, positive_float, writable_file, writable_folder
+from segedge.cli.args import log, non_negative_float, positive_float, writable_file, writable_folder
 from segedge.core.errors import SegedgeError
 
 
@@ -15,7 +15,10 @@ def add_parser(sub) -> None:
     p.add_argument("--merge", action="append", help="merge another machine's store first (repeatable)")
     p.add_argument("--profile", help="only this profile's rows")
     p.add_argument("--format", choices=("md", "csv", "json"), default="md")
-    p.add_argument("--budget-ms", type=positive_float, help="name the most accurate model × precision under this latency")
+    p.add_argument("--budget-ms", type=positive_float, help="name the most accurate model × precision under this latency "
+                   "(with --max-drop: the fastest within both)")
+    p.add_argument("--max-drop", type=non_negative_float, help="with --budget-ms: the most mIoU points a row may lose, "
+                   "judged at the upper end of its 95 %% interval")
     p.add_argument("--plot", help="write the latency-vs-mIoU Pareto plot to this PNG")
     p.add_argument("--overlays", help="write per model and precision image | FP32 | FP16/INT8 | disagreement PNGs into this folder")
     p.set_defaults(func=run)
@@ -23,7 +26,8 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from segedge.core.results import ResultsStore
-    from segedge.flows.report import pareto_plot, pick_under_budget, render, summarize_budget, write_overlays
+    from segedge.flows.report import (pareto_plot, pick_fastest_within, pick_under_budget, render, summarize_budget,
+                                      summarize_pick, write_overlays)
 
     writable_file(args.plot, "plot")
     writable_folder(args.overlays, "overlays")
@@ -40,7 +44,11 @@ def run(args: argparse.Namespace) -> int:
     if not rows:
         raise SegedgeError("the results store holds no rows" + (f" for profile {args.profile}" if args.profile else ""))
     print(render(rows, args.format), end="")
-    if args.budget_ms is not None:
+    if args.max_drop is not None and args.budget_ms is None:
+        raise SegedgeError("--max-drop answers together with --budget-ms: give both")
+    if args.budget_ms is not None and args.max_drop is not None:
+        print(summarize_pick(pick_fastest_within(rows, args.budget_ms, args.max_drop), rows, args.budget_ms, args.max_drop))
+    elif args.budget_ms is not None:
         print(summarize_budget(pick_under_budget(rows, args.budget_ms), args.budget_ms))
     if args.plot:
         log(f"wrote {pareto_plot(rows, args.plot)}")

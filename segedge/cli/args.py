@@ -29,34 +29,30 @@ def size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def positive_int(text: str) -> int:
+def _number(text: str, cast, ok, must: str):
     try:
-        value = int(text)
+        value = cast(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if cast is int else 'a number'}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"{text!r} must be {must}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, lambda v: v >= 1, ">= 1")
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
-    return value
+    return _number(text, float, lambda v: v > 0, "> 0")
 
 
 def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
-    return value
+    return _number(text, float, lambda v: v >= 0, ">= 0")
+
+
+def probability(text: str) -> float:
+    return _number(text, float, lambda v: 0 < v < 1, "between 0 and 1")
 
 
 def scale_range(text: str) -> tuple[float, float]:
@@ -65,16 +61,6 @@ def scale_range(text: str) -> tuple[float, float]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not LOW,HIGH (e.g. 0.75,1.5)") from None
     return low, high
-
-
-def rgb_triple(text: str) -> tuple[float, float, float]:
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 3:
-        raise argparse.ArgumentTypeError(f"{text!r} is not three comma-separated numbers (R,G,B on the 0–1 scale)")
-    return values
 
 
 def channel_values(text: str) -> tuple[float, ...]:
@@ -87,20 +73,9 @@ def channel_values(text: str) -> tuple[float, ...]:
     return values
 
 
-def probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 1")
-    return value
-
-
 # how a parsed value is written back on a command line (device_argv); str() for the rest
 _FORMATS = {
     size: lambda v: f"{v[0]}x{v[1]}",
-    rgb_triple: lambda v: ",".join(repr(x) for x in v),
     channel_values: lambda v: ",".join(repr(x) for x in v),
     scale_range: lambda v: ",".join(repr(x) for x in v),
 }

@@ -81,7 +81,7 @@ def test_every_export_flag_travels_to_the_device():
             continue
         given = True if action.nargs == 0 else (action.choices[0] if action.choices else "3")
         setattr(args, action.dest, given if action.type is None or action.nargs == 0 else action.type(
-            {"size": "8x8", "rgb_triple": "1,2,3", "probability": "0.3"}.get(action.type.__name__, "3")))
+            {"size": "8x8", "channel_values": "1,2,3", "probability": "0.3"}.get(action.type.__name__, "3")))
         flags, _ = device_argv(args.command_parser, args)
         assert max(action.option_strings, key=len) in flags, action.dest
 

@@ -49,6 +49,8 @@ _EXPORTS = {
     "INT8_SCHEMES": "segedge.graph.int8",
     "ResultsStore": "segedge.core.results",
     "run_sweep": "segedge.flows.bench",
+    "Predictor": "segedge.flows.predict",
+    "ModelIO": "segedge.data.model_io",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -87,7 +87,7 @@ class OnnxRuntimeBackend(Backend):
         return "arm" if machine is not None and machine.arch in _ARM else "x86"
 
     def providers(self, profile) -> tuple[str, ...]:
-        return tuple(profile.providers) or self.default_providers
+        return (tuple(profile.providers) if profile is not None else ()) or self.default_providers
 
     def lacks(self, profile, machine) -> str:
         absent = [p for p in self.providers(profile) if p not in machine.ort_providers]

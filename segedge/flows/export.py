@@ -296,6 +296,7 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
             "class_names": list(source.class_names),
             "normalization": {"mean": list(spec.mean), "std": list(spec.std)},
             "io": source.io.as_dict(),
+            "size_multiple": spec.size_multiple,  # what a dynamic-size input must be padded to (segedge.Predictor)
             "stages": {},
         }
         manifest["tools"] = tool_versions()

@@ -14,6 +14,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from segedge.core.errors import SegedgeError
 from segedge.core.results import STATUS_MARK
 
@@ -156,7 +158,6 @@ def overlay_png(manifest_dir: str | Path, path: str | Path, precision: str = "in
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     from segedge.core.artifacts import ArtifactDir, atomic_path
     from segedge.data.synthetic import SyntheticScenes
@@ -266,3 +267,18 @@ def summarize_pick(picks: dict[str, Any], rows: list[dict], budget_ms: float, ma
             why = f"nothing is within {max_drop:g} points under {budget_ms:g} ms (each constraint alone is met)"
         lines.append(f"{profile}: {why}")
     return "\n".join(lines)
+
+
+def palette(classes: int) -> np.ndarray:
+    """PASCAL VOC's colour map (class i's bits spread over R, G and B): distinct, deterministic, any length;
+    class 0 is black. A classes×3 uint8 array."""
+    colours = np.zeros((max(classes, 1), 3), np.uint8)
+    for i in range(len(colours)):
+        c, r, g, b = i, 0, 0, 0
+        for shift in range(7, -1, -1):
+            r |= (c & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        colours[i] = (r, g, b)
+    return colours

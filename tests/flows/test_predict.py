@@ -1,0 +1,131 @@
+"""segedge.Predictor and `segedge predict`: frames of any size in, masks at their size out, for every artifact
+kind the project writes; one mask reproduced by an independent computation (numpy + onnxruntime)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segedge.cli.main import main
+from segedge.core.errors import ArtifactError
+from segedge.flows.export import ExportConfig, export_model
+from segedge.flows.predict import Predictor
+from test_own_data import blobs, nhwc_grey, sigmoid_one_channel  # noqa: F401  (blobs is a fixture)
+
+SIZE = (64, 128)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tiny_checkpoint, tmp_path_factory):
+    store = tmp_path_factory.mktemp("predict")
+    from segedge.graph.int8 import Int8Config
+
+    fixed = export_model(ExportConfig(model="unet", checkpoint=tiny_checkpoint.path, input_size=SIZE, eval_images=2,
+                                      precisions=("fp16", "int8"), int8_config=Int8Config(calib_images=4), store=store,
+                                      threads=1))
+    dynamic = export_model(ExportConfig(model="unet", checkpoint=tiny_checkpoint.path, input_size=SIZE, eval_images=2,
+                                        dynamic=True, store=store, threads=1))
+    return fixed, dynamic
+
+
+def frame(h: int, w: int, seed: int = 0) -> np.ndarray:
+    from segedge.data.synthetic import SyntheticScenes
+
+    image, _ = SyntheticScenes("val", 1, size=(64, 128), seed=seed).batch(0, 1)
+    from segedge.data.transforms import resize_bilinear
+
+    return resize_bilinear(image[0], (h, w))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_every_precision_gives_a_mask_at_the_frames_size(artifacts, precision):
+    fixed, _ = artifacts
+    with Predictor(fixed.directory, precision=precision, threads=1) as predictor:
+        for h, w in [(64, 128), (70, 100), (33, 257)]:
+            mask = predictor(frame(h, w))
+            assert mask.shape == (h, w) and mask.dtype == np.uint8
+            assert mask.max() < len(predictor.class_names)
+    assert predictor.timings.frames == 3 and predictor.timings.fps > 0
+
+
+def test_one_mask_matches_an_independent_computation(artifacts):
+    import onnxruntime as ort
+
+    fixed, _ = artifacts
+    image = frame(*SIZE, seed=3)
+    manifest = fixed.manifest
+    mean = np.array(manifest["normalization"]["mean"], np.float32)
+    std = np.array(manifest["normalization"]["std"], np.float32)
+    x = ((image.astype(np.float32) / 255 - mean) / std).transpose(2, 0, 1)[None].astype(np.float32)
+    session = ort.InferenceSession(str(fixed.file("sim")), providers=["CPUExecutionProvider"])
+    want = session.run(None, {session.get_inputs()[0].name: x})[0][0].argmax(0)
+    with Predictor(fixed.file("sim"), threads=1) as predictor:
+        assert predictor.precision == "fp32"
+        np.testing.assert_array_equal(predictor(image), want)
+
+
+def test_grey_and_bgr_frames(artifacts):
+    fixed, _ = artifacts
+    image = frame(*SIZE, seed=1)
+    with Predictor(fixed.directory, precision="fp32", threads=1) as predictor:
+        np.testing.assert_array_equal(predictor(image[..., ::-1].copy(), bgr=True), predictor(image))
+        grey = image.mean(axis=2).astype(np.uint8)
+        assert predictor(grey).shape == SIZE
+        mask, scores = predictor(frame(50, 90), scores=True)
+        assert scores.shape == (len(predictor.class_names), 50, 90) and mask.shape == (50, 90)
+
+
+def test_a_dynamic_model_is_padded_to_its_stride_not_resized(artifacts):
+    _, dynamic = artifacts
+    image = frame(70, 100, seed=2)
+    with Predictor(dynamic.directory, threads=1) as predictor:
+        assert predictor.dynamic and predictor.multiple == 16
+        mask = predictor(image)
+        assert mask.shape == (70, 100)
+        # the padded frame's own prediction, cropped: the same pixels
+        padded = np.zeros((80, 112, 3), np.uint8)
+        padded[:70, :100] = image
+        np.testing.assert_array_equal(predictor(padded)[:70, :100], mask)
+
+
+@pytest.mark.parametrize("build", [nhwc_grey, sigmoid_one_channel])
+def test_models_made_elsewhere(build, blobs, tmp_path):  # noqa: F811
+    onnx_path = build(tmp_path / "m.onnx")
+    result = export_model(ExportConfig(model="", onnx=onnx_path, data=f"folder:{blobs}", mean=(0.0,), std=(1.0,),
+                                       store=tmp_path / "store", threads=1))
+    bright = np.full((64, 64, 3), 220, np.uint8)
+    bright[:10] = 10
+    with Predictor(result.directory, threads=1) as predictor:
+        mask = predictor(bright)
+    assert mask.shape == (64, 64)
+    assert (mask[10:] == 1).all() and (mask[:10] == 0).all()  # bright is foreground, dark is background
+
+
+def test_predict_command_writes_palette_masks_and_overlays(artifacts, tmp_path, capsys):
+    fixed, _ = artifacts
+    source = tmp_path / "frames"
+    source.mkdir()
+    for i, (h, w) in enumerate([(64, 128), (48, 80)]):
+        Image.fromarray(frame(h, w, seed=i)).save(source / f"f{i}.jpg")
+    assert main(["predict", str(fixed.directory), "--source", str(source), "--out", str(tmp_path / "masks"),
+                 "--overlay", "--quiet", "--threads", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert "2 masks" in out and "FPS end to end" in err and "inference" in err
+    mask = Image.open(tmp_path / "masks" / "f1.png")
+    assert mask.mode == "P" and mask.size == (80, 48)
+    assert mask.text["classes"].split(",")[0] == fixed.manifest["class_names"][0]
+    assert (tmp_path / "masks" / "f0.overlay.png").is_file()
+
+
+def test_mistakes_are_one_line(artifacts, tmp_path, capsys):
+    fixed, _ = artifacts
+    with pytest.raises(ArtifactError, match="no segedge manifest.json"):
+        Predictor(tmp_path)
+    code = main(["predict", str(fixed.directory), "--source", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
+    assert code == 1 and "names no image" in capsys.readouterr().err
+    _, dynamic = artifacts
+    code = main(["predict", str(dynamic.directory), "--precision", "int8", "--source", str(tmp_path), "--out",
+                 str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1

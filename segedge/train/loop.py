@@ -243,7 +243,8 @@ def train(config: TrainConfig, out: str | Path | None = None, progress: bool = T
             last_miou = evaluate(done)
             model.train()
             _save_state(state_path(path), config, model, optimizer, scheduler, rng, done, best, history)
-        bar.set_postfix(loss=f"{loss.item():.3f}", mIoU=f"{100 * last_miou:.1f}")
+        known = {"mIoU": f"{100 * last_miou:.1f}"} if last_miou == last_miou else {}  # no mIoU before the first evaluation
+        bar.set_postfix(loss=f"{loss.item():.3f}", **known)
     evaluate(config.iterations)
     model.load_state_dict(best["state_dict"])
     info = {

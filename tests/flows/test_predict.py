@@ -129,3 +129,25 @@ def test_mistakes_are_one_line(artifacts, tmp_path, capsys):
                  str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 1 and len(err.strip().splitlines()) == 1
+
+
+def test_predictor_scores_the_same_miou_as_segedge_eval(artifacts, capsys):
+    """The application's numbers are the table's: the Predictor's masks on labelled images give the mIoU that
+    `segedge eval` reports for the same artifact on the same images."""
+    import json as _json
+
+    from segedge.core.metrics import ConfusionMatrix
+    from segedge.data.synthetic import SyntheticScenes
+
+    fixed, _ = artifacts
+    artifact = fixed.file("int8")
+    assert main(["eval", "--onnx", str(artifact), "--images", "4", "--input-size", "64x128", "--json", "--quiet",
+                 "--threads", "1"]) == 0
+    reported = _json.loads(capsys.readouterr().out)["mean_iou"]
+    scenes = SyntheticScenes("val", 4, size=SIZE)
+    cm = ConfusionMatrix(len(fixed.manifest["class_names"]))
+    with Predictor(artifact, threads=1) as predictor:
+        for i in range(4):
+            image, mask = scenes[i]
+            cm.update(mask, predictor(image))
+    assert cm.scores().mean_iou == pytest.approx(reported, abs=1e-9)

@@ -10,6 +10,7 @@ from segedge.cli.args import log, positive_int
 from segedge.core.errors import SegedgeError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 
 def add_parser(sub) -> None:
@@ -21,7 +22,9 @@ def add_parser(sub) -> None:
         "pre-processing, inference and post-processing.",
     )
     p.add_argument("artifact", metavar="ARTIFACT", help="an artifact directory (export/<model>/<hash>) or a model file in one")
-    p.add_argument("--source", required=True, help="an image, a folder of images, or a glob such as 'frames/*.jpg'")
+    p.add_argument("--source", required=True, help="an image, a folder of images, a glob such as 'frames/*.jpg', or a "
+                   f"video ({', '.join(VIDEO_SUFFIXES)}: written back with the masks blended and the FPS drawn; needs "
+                   "pip install 'segedge[video]')")
     p.add_argument("--out", required=True, help="folder for the masks (created)")
     p.add_argument("--precision", help="fp32, fp16 or int8 (default: int8 where exported, else fp32)")
     p.add_argument("--backend", default="onnxruntime", help="the runtime (default onnxruntime)")
@@ -52,8 +55,10 @@ def run(args: argparse.Namespace) -> int:
     from segedge.flows.predict import Predictor
     from segedge.flows.report import palette
 
-    images = sources(args.source)
     out = Path(args.out)
+    if Path(args.source).suffix.lower() in VIDEO_SUFFIXES:
+        return _video(args, Path(args.source), out)
+    images = sources(args.source)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -86,3 +91,69 @@ def _save_mask(mask, colours, class_names, path: Path) -> None:
     info.add_text("classes", ",".join(class_names))
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG", pnginfo=info)
+
+
+def _video(args: argparse.Namespace, source: Path, out: Path) -> int:
+    """Video in, video out: each frame's mask blended over it, with the running end-to-end FPS drawn."""
+    try:
+        import cv2
+    except ImportError:
+        raise SegedgeError("video needs OpenCV: pip install 'segedge[video]' (opencv-python-headless)") from None
+    import numpy as np
+    from tqdm import tqdm
+
+    from segedge.flows.predict import Predictor
+    from segedge.flows.report import palette
+
+    if not source.is_file():
+        raise SegedgeError(f"video {source} does not exist")
+    capture = cv2.VideoCapture(str(source))
+    if not capture.isOpened():
+        raise SegedgeError(f"OpenCV cannot open {source} as a video")
+    fps_in = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"{source.stem}.masks.avi"
+    frames = 0
+    import os
+
+    tmp = out / f".{source.stem}.{os.getpid()}.partial.avi"  # OpenCV picks the container by the suffix
+    with Predictor(args.artifact, backend=args.backend, precision=args.precision, threads=args.threads) as predictor:
+        colours = palette(max(len(predictor.class_names), 2))[:, ::-1]  # BGR, as OpenCV writes
+        writer = None
+        try:
+            with tqdm(total=total, desc=f"predict {predictor.precision}", unit="frame", disable=args.quiet) as bar:
+                while True:
+                    ok, frame = capture.read()
+                    if not ok:
+                        break
+                    mask = predictor(frame, bgr=True)
+                    blend = (0.5 * frame + 0.5 * colours[mask]).astype(np.uint8)
+                    cv2.putText(blend, f"{predictor.timings.fps:.1f} FPS", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7,
+                                (255, 255, 255), 2, cv2.LINE_AA)
+                    if writer is None:
+                        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"MJPG"), fps_in,
+                                                 (frame.shape[1], frame.shape[0]))
+                    writer.write(blend)
+                    frames += 1
+                    bar.update(1)
+        except BaseException:  # interrupted or failed: no half-written video is left behind
+            if writer is not None:
+                writer.release()
+                writer = None
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            capture.release()
+            if writer is not None:
+                writer.release()
+            if frames == 0 or not tmp.is_file() or tmp.stat().st_size == 0:
+                tmp.unlink(missing_ok=True)
+        if frames == 0:
+            raise SegedgeError(f"{source} holds no frame OpenCV can read")
+        if not tmp.is_file():
+            raise SegedgeError(f"OpenCV wrote no video to {target}")
+        os.replace(tmp, target)
+        log(predictor.timings.describe())
+    print(f"{frames} frames with masks in {target}")
+    return 0

@@ -151,3 +151,25 @@ def test_predictor_scores_the_same_miou_as_segedge_eval(artifacts, capsys):
             image, mask = scenes[i]
             cm.update(mask, predictor(image))
     assert cm.scores().mean_iou == pytest.approx(reported, abs=1e-9)
+
+
+def test_a_video_comes_back_with_the_masks_blended_in(artifacts, tmp_path, capsys):
+    cv2 = pytest.importorskip("cv2", reason="video needs opencv-python-headless (pip install 'segedge[video]')")
+    fixed, _ = artifacts
+    source = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(source), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (100, 60))
+    for i in range(5):
+        writer.write(frame(60, 100, seed=i)[..., ::-1].copy())  # OpenCV writes BGR
+    writer.release()
+    assert main(["predict", str(fixed.directory), "--source", str(source), "--out", str(tmp_path / "out"), "--quiet",
+                 "--threads", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert "5 frames with masks" in out and "FPS end to end" in err
+    capture = cv2.VideoCapture(str(tmp_path / "out" / "clip.masks.avi"))
+    frames = []
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        frames.append(image)
+    assert len(frames) == 5 and frames[0].shape == (60, 100, 3)

@@ -12,10 +12,19 @@ from segedge.core.artifacts import atomic_path
 from segedge.core.errors import ArtifactError
 
 
+def simplifier() -> str:
+    """``onnxsim``, or ``none`` on an install without it (the device's light install): then the graph is kept
+    as exported, which onnxruntime and TensorRT optimise themselves; the stage config records which."""
+    try:
+        import onnxsim  # noqa: F401
+    except ImportError:
+        return "none"
+    return "onnxsim"
+
+
 def simplified_onnx(src: str | Path, dst: str | Path) -> dict:
     """Simplify ``src`` into ``dst``; returns node counts before and after and the time taken."""
     import onnx
-    import onnxsim
 
     started = time.perf_counter()
     try:
@@ -23,6 +32,13 @@ def simplified_onnx(src: str | Path, dst: str | Path) -> dict:
     except Exception as exc:
         raise ArtifactError(f"cannot read ONNX file {src}: {exc}") from None
     nodes_before = len(model.graph.node)
+    if simplifier() == "none":
+        with atomic_path(dst) as tmp:
+            onnx.save_model(model, str(tmp))
+        return {"nodes_before": nodes_before, "nodes_after": nodes_before, "simplifier": "none (onnxsim not installed: "
+                "pip install 'segedge[export]')", "seconds": round(time.perf_counter() - started, 2)}
+    import onnxsim
+
     simplified, ok = onnxsim.simplify(model)
     if not ok:
         raise ArtifactError(f"onnxsim could not validate its simplification of {src}")
@@ -32,5 +48,6 @@ def simplified_onnx(src: str | Path, dst: str | Path) -> dict:
     return {
         "nodes_before": nodes_before,
         "nodes_after": len(simplified.graph.node),
+        "simplifier": "onnxsim",
         "seconds": round(time.perf_counter() - started, 2),
     }

@@ -10,7 +10,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
-from segedge.core.errors import InputSizeError, UnknownModelError
+from segedge.core.errors import InputSizeError, SegedgeError, UnknownModelError
 
 if TYPE_CHECKING:  # torch is heavy; the registry itself must not import it
     import torch.nn as nn
@@ -122,8 +122,30 @@ def register_model(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
+NOT_FAMILIES = {"blocks", "registry", "checkpoint"}  # shared code in segedge/models/, not architectures
+_LOADED = False
+
+
 def _ensure_models_loaded() -> None:
-    import segedge.models  # noqa: F401  (imports, and so registers, every family)
+    """Import (and so register) every family module in segedge/models/, once."""
+    global _LOADED
+    if _LOADED:
+        return
+    import importlib
+    import pkgutil
+
+    import segedge.models as package
+
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if info.name not in NOT_FAMILIES and not info.name.startswith("_"):
+            try:
+                importlib.import_module(f"{package.__name__}.{info.name}")
+            except ModuleNotFoundError as exc:
+                if (exc.name or "").split(".")[0] != "torch":
+                    raise
+                raise SegedgeError("the model zoo needs torch, which this install lacks: pip install 'segedge[export]' "
+                                   "(an exported artifact runs without it: segedge predict, bench --onnx)") from None
+    _LOADED = True
 
 
 def list_models() -> list[str]:

@@ -23,8 +23,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("artifact", metavar="ARTIFACT", help="an artifact directory (export/<model>/<hash>) or a model file in one")
     p.add_argument("--source", required=True, help="an image, a folder of images, a glob such as 'frames/*.jpg', or a "
-                   f"video ({', '.join(VIDEO_SUFFIXES)}: written back with the masks blended and the FPS drawn; needs "
-                   "pip install 'segedge[video]')")
+                   f"video ({', '.join(VIDEO_SUFFIXES)}: written back with the masks blended and the FPS drawn)")
     p.add_argument("--out", required=True, help="folder for the masks (created)")
     p.add_argument("--precision", help="fp32, fp16 or int8 (default: int8 where exported, else fp32)")
     p.add_argument("--backend", default="onnxruntime", help="the runtime (default onnxruntime)")
@@ -98,7 +97,7 @@ def _video(args: argparse.Namespace, source: Path, out: Path) -> int:
     try:
         import cv2
     except ImportError:
-        raise SegedgeError("video needs OpenCV: pip install 'segedge[video]' (opencv-python-headless)") from None
+        raise SegedgeError("video needs OpenCV, a segedge dependency missing here: pip install opencv-python-headless") from None
     import numpy as np
     from tqdm import tqdm
 

@@ -154,7 +154,7 @@ def test_predictor_scores_the_same_miou_as_segedge_eval(artifacts, capsys):
 
 
 def test_a_video_comes_back_with_the_masks_blended_in(artifacts, tmp_path, capsys):
-    cv2 = pytest.importorskip("cv2", reason="video needs opencv-python-headless (pip install 'segedge[video]')")
+    cv2 = pytest.importorskip("cv2", reason="video needs opencv-python-headless, a segedge dependency")
     fixed, _ = artifacts
     source = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(source), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (100, 60))

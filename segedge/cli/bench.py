@@ -72,11 +72,11 @@ def run(args: argparse.Namespace) -> int:
     precisions = parse_precisions(args.precisions) if args.precisions else profile.precisions
     eval_images = args.eval_images or (4 if args.quick and args.data == "synthetic" else None)
     own_names = {s.name for s in sources}
-    zoo_checkpoints = {k: v for k, v in _checkpoints(args).items() if k not in own_names}
+    zoo_checkpoints = {get_spec(k).name: v for k, v in _checkpoints(args).items() if k not in own_names}
     config = BenchConfig(
         models=models, precisions=precisions, input_size=args.input_size,
         store=Path(args.results), artifacts=Path(args.out), eval_images=eval_images,
-        quick=args.quick, force=args.force, checkpoints=checkpoint_map([f"{k}={v}" for k, v in zoo_checkpoints.items()]),
+        quick=args.quick, force=args.force, checkpoints=zoo_checkpoints,
         sources=sources, data=args.data, calib_data=args.calib_data, calib_images=args.calib_images,
         mean=args.mean, std=args.std, num_classes=args.num_classes, class_names=class_names(args.classes),
         layout=args.layout.upper() if args.layout else None, output=args.output, threshold=args.threshold,

@@ -102,16 +102,21 @@ def run_sweep(
     batches = tuple(sorted(set(profile.batch_sizes) | {1}))
     jobs = [(s, p, b) for s in sources for p in config.precisions for b in batches]
     references: dict[str, Reference] = {}
+    sizes: dict[str, tuple[int, int]] = {}
+    counts: dict[str, int] = {}
     rows = []
     with ResultsStore(config.store) as store:
         bar = tqdm(jobs, desc=f"bench {profile.name}", unit="row", disable=not progress)
         for source, precision, batch in bar:
             bar.set_postfix_str(f"{source.name} {precision}")
             export = export_config_for(profile, source, precision, size, config, threads, scheme)
-            height, width = export.input_size or _size_of(source, export, profile)
+            if source.name not in sizes:  # an outside ONNX is read (and probed) once per sweep, not per row
+                sizes[source.name] = tuple(export.input_size or _size_of(source, export, profile))
+                counts[source.name] = _expected_eval_count(export, sizes[source.name], log)
+            height, width = sizes[source.name]
             key = dict(machine_id=machine.machine_id, profile=profile.name, model=source.name,
                        precision=precision, height=height, width=width, batch=batch)
-            how = dict(quick=config.quick, eval_images=_expected_eval_count(export, (height, width), log))
+            how = dict(quick=config.quick, eval_images=counts[source.name])
             if not config.force and store.has_finished(**key, **how):
                 log(f"{source.name} {precision} batch {batch}: already measured on this machine (resumed; --force to redo)")
                 continue
@@ -157,19 +162,12 @@ def _status(row: dict, tolerance: float) -> str:
     return "ok" if high <= tolerance else ("drop" if low > tolerance else "uncertain")
 
 
-def export_config_for(profile: Profile, source: BenchSource | str, precision: str, input_size: tuple[int, int] | None,
-                      config: "BenchConfig | int | None", threads: int, int8_scheme: str,
-                      artifacts: Path | None = None, checkpoint: Path | None = None) -> ExportConfig:
+def export_config_for(profile: Profile, source: BenchSource, precision: str, input_size: tuple[int, int] | None,
+                      config: BenchConfig, threads: int, int8_scheme: str) -> ExportConfig:
     """The export a bench row measures; ``--remote`` builds the same one here so the device reuses it.
 
     Profiles with batch sizes above 1 get a batch-dynamic graph, so every batch size times one artifact.
-    ``source`` may be a zoo name and ``config`` an eval-image count (the remote flow's form).
     """
-    if isinstance(source, str):
-        source = BenchSource(get_spec(source).name, model=get_spec(source).name, checkpoint=checkpoint)
-    if not isinstance(config, BenchConfig):
-        config = BenchConfig(models=(), precisions=(precision,), input_size=input_size, store=Path("."),
-                             artifacts=artifacts or Path("export"), eval_images=config)
     size = input_size or (None if source.onnx is not None else tuple(profile.input_size))
     own = not source.zoo
     icfg = Int8Config(scheme=int8_scheme, **({"calib_images": config.calib_images} if config.calib_images else {}))

@@ -391,13 +391,15 @@ def _export_here(profile, model: str, precisions, size, eval_images: int, checkp
     from segedge.flows.export import export_model
     from segedge.models.registry import get_spec
     from segedge.core.precision import get_precision
-    from segedge.flows.bench import export_config_for
+    from segedge.flows.bench import BenchConfig, BenchSource, export_config_for
 
     spec = get_spec(model)
     remote_ckpt = shipment.add_content_addressed(checkpoint, "checkpoints") if checkpoint else None
     for precision in precisions:
-        config = export_config_for(profile, spec.name, precision, size, eval_images, profile.threads or os.cpu_count() or 1,
-                                   int8_scheme, artifacts=artifacts, checkpoint=checkpoint)
+        bench = BenchConfig(models=(), precisions=(precision,), input_size=size, store=Path("."), artifacts=artifacts,
+                            eval_images=eval_images)
+        config = export_config_for(profile, BenchSource(spec.name, model=spec.name, checkpoint=checkpoint), precision,
+                                   size, bench, profile.threads or os.cpu_count() or 1, int8_scheme)
         try:
             result = export_model(config, log=lambda line: log(f"{model} {line}"), progress=progress)
         except SegedgeError as exc:

@@ -91,8 +91,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _figures(store_path: Path, profile: str, machine_id: str) -> None:
-    """The Pareto plot and overlays of everything this machine measured on the profile (resumed rows too)."""
+    """The Pareto plot, overlays and HTML report of everything this machine measured on the profile (resumed rows too)."""
     from segedge.core.results import ResultsStore
+    from segedge.flows.html_report import write_html
     from segedge.flows.report import pareto_plot, write_overlays
 
     with ResultsStore(store_path) as store:
@@ -101,8 +102,10 @@ def _figures(store_path: Path, profile: str, machine_id: str) -> None:
         return
     folder = store_path.parent
     print(f"Pareto plot {pareto_plot(rows, folder / f'pareto-{profile}.png')}")
-    for path in write_overlays(rows, folder / "overlays"):
+    overlays = write_overlays(rows, folder / "overlays")
+    for path in overlays:
         print(f"overlay {path}")
+    print(f"HTML report {write_html(rows, folder / f'report-{profile}.html', overlays=overlays)}")
 
 
 def _checkpoints(args: argparse.Namespace) -> dict[str, Path]:

@@ -19,8 +19,11 @@ def add_parser(sub) -> None:
                    "(with --max-drop: the fastest within both)")
     p.add_argument("--max-drop", type=non_negative_float, help="with --budget-ms: the most mIoU points a row may lose, "
                    "judged at the upper end of its 95 %% interval")
-    p.add_argument("--plot", help="write the latency-vs-mIoU Pareto plot to this PNG")
+    p.add_argument("--plot", help="write the latency-vs-mIoU-drop Pareto plot to this PNG")
     p.add_argument("--overlays", help="write per model and precision image | FP32 | FP16/INT8 | disagreement PNGs into this folder")
+    p.add_argument("--html", metavar="FILE", help="write one self-contained HTML report to FILE (opens offline: machines and "
+                   "tool versions, a table sorted by clicking any column header, the Pareto plot, the budget pick with "
+                   "--budget-ms, the overlays; images embedded)")
     p.set_defaults(func=run)
 
 
@@ -28,8 +31,10 @@ def run(args: argparse.Namespace) -> int:
     from segedge.core.results import ResultsStore
     from segedge.flows.report import (pareto_plot, pick_fastest_within, pick_under_budget, render, summarize_budget,
                                       summarize_pick, write_overlays)
+    from segedge.flows.html_report import write_html
 
     writable_file(args.plot, "plot")
+    writable_file(args.html, "HTML report")
     writable_folder(args.overlays, "overlays")
     if Path(args.results).is_dir():
         raise SegedgeError(f"results store {args.results} is a directory; give the .sqlite file in it")
@@ -52,7 +57,11 @@ def run(args: argparse.Namespace) -> int:
         print(summarize_budget(pick_under_budget(rows, args.budget_ms), args.budget_ms))
     if args.plot:
         log(f"wrote {pareto_plot(rows, args.plot)}")
+    overlays = None
     if args.overlays:
-        for path in write_overlays(rows, args.overlays):
+        overlays = write_overlays(rows, args.overlays)
+        for path in overlays:
             log(f"wrote {path}")
+    if args.html:
+        log(f"wrote {write_html(rows, args.html, budget_ms=args.budget_ms, max_drop=args.max_drop, overlays=overlays)}")
     return 0

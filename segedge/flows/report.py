@@ -20,7 +20,7 @@ from segedge.core.errors import SegedgeError
 from segedge.core.results import STATUS_MARK
 
 TABLE_COLUMNS = (
-    ("profile", "profile"), ("model", "model"), ("precision", "precision"), ("size", "size"),
+    ("profile", "profile"), ("backend", "backend"), ("model", "model"), ("precision", "precision"), ("size", "size"),
     ("median_ms", "median ms"), ("p90_ms", "p90 ms"), ("fps", "FPS"), ("miou", "mIoU"),
     ("miou_drop", "drop [95 % interval]"), ("eval_images", "images"), ("argmax_agreement", "agree %"), ("peak_rss_mb", "peak MB"), ("status", "status"),
     ("pareto", "Pareto"), ("cpu", "machine"),
@@ -69,7 +69,7 @@ def _cells(row: dict) -> dict[str, str]:
     machine = json.loads(row["machine"]) if isinstance(row.get("machine"), str) else row.get("machine") or {}
     fmt = lambda v, spec: "" if v is None else format(v, spec)  # noqa: E731
     return {
-        "profile": row["profile"], "model": row["model"], "precision": row["precision"],
+        "profile": row["profile"], "backend": row.get("backend") or "", "model": row["model"], "precision": row["precision"],
         "size": f"{row.get('height')}x{row.get('width')}" + (f" ×{row['batch']}" if (row.get("batch") or 1) > 1 else ""),
         "median_ms": fmt(row.get("median_ms"), ".1f"), "p90_ms": fmt(row.get("p90_ms"), ".1f"),
         "fps": fmt(row.get("fps"), ".2f"),
@@ -109,8 +109,59 @@ def render(rows: list[dict], fmt: str = "md") -> str:
     return "\n".join(lines) + "\n"
 
 
-def pareto_plot(rows: list[dict], path: str | Path) -> Path:
-    """Latency (log x) vs mIoU per profile, Pareto front joined by a line."""
+# Okabe–Ito colours (told apart with any colour vision) and a distinct marker per precision
+PRECISION_STYLE = {
+    "fp32": ("#0072B2", "o"),  # blue, circle
+    "fp16": ("#E69F00", "s"),  # orange, square
+    "bf16": ("#009E73", "D"),  # bluish green, diamond
+    "int8": ("#D55E00", "^"),  # vermillion, triangle
+}
+OTHER_STYLE = ("#CC79A7", "X")  # reddish purple, cross: any other precision
+FRONT_STYLES = ("--", ":", "-.", (0, (5, 1, 1, 1)))  # one per profile's Pareto front
+
+
+def _drop(row: dict) -> float:
+    """The row's mIoU drop in points against the FP32 reference (positive = worse)."""
+    if row.get("miou_drop") is not None:
+        return float(row["miou_drop"])
+    if row.get("reference_miou") is not None:
+        return 100 * (row["reference_miou"] - row["miou"])
+    return 0.0
+
+
+def _finite(value) -> bool:
+    return value is not None and abs(value) != float("inf") and value == value
+
+
+def _latency_axis(ax, latencies: list[float]) -> None:
+    """A linear axis when the latencies span under 10×, else a log axis labelled with plain numbers at major
+    ticks only (1-2-5 steps, or fewer per decade over a wide range), so labels never run into each other."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+    low, high = min(latencies), max(latencies)
+    plain = FuncFormatter(lambda v, _: f"{v:.0f}" if v >= 1 and v == round(v) else f"{v:g}")
+    if high < 10 * low:
+        pad = max(0.08 * (high - low), 0.02 * high, 1e-3)
+        ax.set_xlim(max(0.0, low - pad), high + pad)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=8, steps=[1, 2, 2.5, 5, 10]))
+        ax.xaxis.set_major_formatter(plain)
+        ax.set_xlabel("median latency, batch 1 (ms)")
+        return
+    ax.set_xscale("log")
+    ax.set_xlim(low / 1.4, high * 1.4)
+    decades = np.log10(high / low)
+    subs = (1.0, 2.0, 3.0, 5.0) if decades < 1.5 else (1.0, 2.0, 5.0) if decades <= 3.5 else (1.0,)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=30))
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_locator(LogLocator(base=10, subs=tuple(range(1, 10)), numticks=30))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("median latency, batch 1 (ms, log scale)")
+
+
+def pareto_figure(rows: list[dict]):
+    """The latency-vs-mIoU-drop figure (a matplotlib Figure): x the median latency at batch 1, y the mIoU drop in
+    points against FP32 with its 95 % interval as error bars, the tolerance shaded from 0 up, each profile's Pareto
+    front joined by a line. The caller closes it (``pareto_plot`` saves and closes)."""
     try:
         import matplotlib
 
@@ -118,37 +169,74 @@ def pareto_plot(rows: list[dict], path: str | Path) -> Path:
         import matplotlib.pyplot as plt
     except ImportError:
         raise SegedgeError("plots need matplotlib (a segedge dependency): pip install matplotlib") from None
-    from segedge.core.artifacts import atomic_path
 
-    rows = mark_pareto([r for r in rows if _runnable(r)])
+    rows = mark_pareto(sorted((r for r in rows if _runnable(r)), key=lambda r: tuple(
+        str(r.get(k)) for k in ("profile", "model", "backend", "precision"))))  # the same figure whatever the rows' order
     if not rows:
         raise SegedgeError("no successful measurements to plot; run `segedge bench` first")
-    fig, ax = plt.subplots(figsize=(8, 5))
-    markers = {"fp32": "o", "fp16": "s", "int8": "^"}
-    for profile in sorted({r["profile"] for r in rows}):
-        group = [r for r in rows if r["profile"] == profile]
-        for r in group:
-            ax.scatter(r["median_ms"], 100 * r["miou"], marker=markers.get(r["precision"], "x"), s=50)
-            low, high = r.get("drop_low"), r.get("drop_high")
-            if low is not None and high is not None and abs(high) != float("inf"):
-                # the drop's 95 % interval, as mIoU: a larger drop is a lower mIoU
-                ax.errorbar(r["median_ms"], 100 * r["miou"], fmt="none", ecolor="grey", capsize=3, lw=1,
-                            yerr=[[max(0.0, high - r["miou_drop"])], [max(0.0, r["miou_drop"] - low)]])
-            ax.annotate(f"{r['model']} {r['precision']}" + (" (quick)" if r.get("quick") else ""), (r["median_ms"], 100 * r["miou"]), fontsize=7,
-                        xytext=(4, 3), textcoords="offset points")
-        front = sorted((r for r in group if r["pareto"]), key=lambda r: r["median_ms"])
-        ax.plot([r["median_ms"] for r in front], [100 * r["miou"] for r in front], "--", label=f"{profile} Pareto front")
-    ax.set_xscale("log")
-    ax.set_xlabel("median latency, batch 1 (ms, log scale)")
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    ys: list[float] = []
+    # the tolerance, shaded from 0 up: one grey band when every precision allows the same, else one band per
+    # distinct tolerance, edged by a dotted line in its precision's colour (grey where several share it)
+    by_tolerance: dict[float, list[str]] = defaultdict(list)
+    for r in rows:
+        if _finite(r.get("tolerance")) and r["tolerance"] > 0 and r["precision"] not in by_tolerance[float(r["tolerance"])]:
+            by_tolerance[float(r["tolerance"])].append(r["precision"])
+    for tol, precisions in sorted(by_tolerance.items(), reverse=True):
+        points = f"{tol:g} point{'' if tol == 1 else 's'}"
+        if len(by_tolerance) == 1:
+            ax.axhspan(0, tol, color="#999999", alpha=0.18, lw=0, label=f"tolerance: drop ≤ {points}")
+        else:
+            colour = PRECISION_STYLE.get(precisions[0], OTHER_STYLE)[0] if len(precisions) == 1 else "#777777"
+            ax.axhspan(0, tol, color=colour, alpha=0.08, lw=0)
+            ax.axhline(tol, color=colour, ls=":", lw=1.2, label=f"{', '.join(precisions)} tolerance: ≤ {points}")
+        ys.append(tol)
+    ax.axhline(0, color="black", lw=0.8)
+    shown: set[str] = set()
+    for r in rows:
+        x, y = r["median_ms"], _drop(r)
+        colour, marker = PRECISION_STYLE.get(r["precision"], OTHER_STYLE)
+        low, high = r.get("drop_low"), r.get("drop_high")
+        if _finite(low) and _finite(high):
+            ax.errorbar(x, y, yerr=[[max(0.0, y - low)], [max(0.0, high - y)]], fmt="none", ecolor=colour, alpha=0.7,
+                        capsize=3, lw=1.2, zorder=2)
+            ys += [low, high]
+        ys.append(y)
+        label = None if r["precision"] in shown else r["precision"]
+        shown.add(r["precision"])
+        ax.scatter(x, y, marker=marker, s=60, color=colour, edgecolors="black", linewidths=0.6, zorder=3, label=label)
+        text = " · ".join(str(part) for part in (r["model"], r.get("backend") or "?", r["precision"]))
+        ax.annotate(text + (" (quick)" if r.get("quick") else ""), (x, y), fontsize=7, xytext=(5, 4), textcoords="offset points")
+    for i, profile in enumerate(sorted({r["profile"] for r in rows})):
+        front = sorted((r for r in rows if r["profile"] == profile and r["pareto"]), key=lambda r: r["median_ms"])
+        ax.plot([r["median_ms"] for r in front], [_drop(r) for r in front], color="#444444", lw=1,
+                ls=FRONT_STYLES[i % len(FRONT_STYLES)], zorder=1, label=f"{profile} Pareto front")
+    _latency_axis(ax, [r["median_ms"] for r in rows])
+    # never zoom in so far that a fraction of a point looks like a cliff: at least ±1 point around 0
+    bottom, top = min(min(ys), -1.0), max(max(ys), 1.0)
+    pad = 0.08 * (top - bottom)
+    ax.set_ylim(bottom - pad, top + pad)
     data = sorted({str(r.get("data") or "synthetic") for r in rows})
-    ax.set_ylabel(f"mIoU on {', '.join(data)} val (%), bars: 95 % interval of the drop")
-    ax.set_title("latency vs mIoU")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.set_ylabel(f"mIoU drop vs FP32 on {', '.join(data)} val (points)\nlower is better; bars: 95 % interval")
+    ax.set_title("latency vs mIoU drop")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def pareto_plot(rows: list[dict], path: str | Path) -> Path:
+    """Save :func:`pareto_figure` as a PNG, atomically."""
+    from segedge.core.artifacts import atomic_path
+
+    fig = pareto_figure(rows)
+    import matplotlib.pyplot as plt
+
     path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
 
 

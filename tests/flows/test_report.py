@@ -6,7 +6,7 @@ from segedge.flows.report import mark_pareto, pareto_plot, pick_under_budget, re
 
 
 def row(model, precision, ms, miou, status="ok", profile="cpu"):
-    return dict(profile=profile, machine_id="m", model=model, precision=precision, height=64, width=128,
+    return dict(profile=profile, machine_id="m", backend="onnxruntime", model=model, precision=precision, height=64, width=128,
                 median_ms=ms, p90_ms=ms, fps=1000 / ms if ms else None, miou=miou, miou_drop=0.0,
                 argmax_agreement=1.0, peak_rss_mb=100.0, status=status, reason=None, machine=json.dumps({"cpu": "X", "cores": 2}))
 
@@ -34,13 +34,15 @@ def test_budget_pick_is_the_most_accurate_under_budget():
 def test_markdown_marks_status_and_front():
     md = render([dict(r) for r in ROWS], "md")
     assert md.count("★") == 3
-    assert "| cpu | d | int8 | 64x128 |" in md and "❌" in md
+    assert md.startswith("| profile | backend | model | precision |")
+    assert "| cpu | onnxruntime | d | int8 | 64x128 |" in md and "❌" in md
     assert "✅" in md
 
 
 def test_csv_and_json_carry_the_same_rows():
     csv_text = render([dict(r) for r in ROWS], "csv")
     assert len(csv_text.strip().splitlines()) == 1 + len(ROWS)
+    assert csv_text.startswith("profile,backend,model,precision,")
     data = json.loads(render([dict(r) for r in ROWS], "json"))
     assert [r["model"] for r in data] == ["a", "a", "b", "c", "d"]
     assert data[0]["machine"]["cpu"] == "X"

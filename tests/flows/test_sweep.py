@@ -135,7 +135,7 @@ def test_cli_bench_writes_the_pareto_plot_and_overlays(tiny_checkpoint, tmp_path
     assert code == 0
     assert (tmp_path / "pareto-cpu-tiny.png").read_bytes()[:4] == b"\x89PNG"
     assert len(list((tmp_path / "overlays").glob("unet-int8-*.png"))) == 1
-    assert "| cpu-tiny | unet | int8 |" in out
+    assert "| cpu-tiny | onnxruntime | unet | int8 |" in out
 
 
 def test_a_drop_beyond_the_tolerance_is_marked_and_reported(swept, monkeypatch, tmp_path):

@@ -115,14 +115,32 @@ class Backend:
     name: str = ""
     precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
     description: str = ""
+    # build, compile and first inference probed in a child process before the bench runs it in its own
+    # (segedge.backends.isolate): a native crash there becomes a failed row instead of the end of the sweep
+    isolate: bool = True
 
     def int8_scheme(self, machine) -> str:
         """The INT8 scheme (:data:`segedge.graph.int8.INT8_SCHEMES`) this backend runs fastest on ``machine``
         (``None``: not known yet); a profile's ``int8_scheme`` overrides it."""
         return "x86"
 
+    def int8_candidates(self, machine) -> tuple[str, ...]:
+        """The INT8 schemes a bench row tries on this backend, the fastest within the tolerance kept; one
+        unless the backend runs more than one placement well (OpenVINO: NNCF's and segedge's own)."""
+        return (self.int8_scheme(machine),)
+
     def lacks(self, profile, machine) -> str:
         """What ``machine`` lacks to run this backend as ``profile`` configures it; empty when it can."""
+        return ""
+
+    def refuses(self, precision: str, profile, machine) -> str:
+        """Why this backend will not run ``precision`` here (empty when it will): never a silent substitute."""
+        if precision not in self.precisions:
+            return f"{self.name} does not run {precision} (it runs {', '.join(self.precisions)})"
+        return ""
+
+    def variant(self, precision: str, profile) -> str:
+        """How a row at ``precision`` runs beyond the backend's name (device, arithmetic), stored with the row."""
         return ""
 
     def prepare(self, artifact: Path, profile, input_size: tuple[int, int]) -> Path:

@@ -80,6 +80,9 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
     description = "ONNX Runtime, CPU execution provider"
+    # not probed in a child: the export's parity check has already loaded and run this very file with
+    # onnxruntime's CPU provider in-process, so a crash would have shown there (a probe costs a second load)
+    isolate = False
     default_providers: tuple[str, ...] = ("CPUExecutionProvider",)
 
     def int8_scheme(self, machine) -> str:
@@ -106,6 +109,8 @@ class OnnxRuntimeCudaBackend(OnnxRuntimeBackend):
 
     def int8_scheme(self, machine) -> str:
         return "tensorrt"  # symmetric s8: what the CUDA provider's Q/DQ kernels take
+
+    isolate = True  # the CUDA provider's kernels were not part of the export's CPU parity check
 
     def providers(self, profile) -> tuple[str, ...]:
         return self.default_providers

@@ -65,6 +65,7 @@ class Profile:
     batch_sizes: tuple[int, ...] = (1,)
     fallback_backends: tuple[str, ...] = ()
     providers: tuple[str, ...] = ()
+    device: str = ""  # the backend's device where it has several (OpenVINO: CPU, GPU, NPU); "": its default
     threads: int = 0
     int8_scheme: str = ""  # "": the backend's own choice for the machine it runs on (x86 or arm on a CPU)
     warmup_runs: int = 3
@@ -208,7 +209,7 @@ NUMBER = (int, float)
 # the TOML type of every key ("list of X" as [X]); a wrong type is an error naming the key, not a traceback later
 _TYPES = {
     "name": str, "description": str, "backend": str, "precisions": [str], "input_size": [int], "batch_sizes": [int],
-    "fallback_backends": [str], "providers": [str], "threads": int, "int8_scheme": str, "int8_activation": str,
+    "fallback_backends": [str], "providers": [str], "device": str, "threads": int, "int8_scheme": str, "int8_activation": str,
     "warmup_runs": int, "min_runs": int, "min_seconds": NUMBER, "record_power_mode": bool,
     "tolerance": {"*": NUMBER},
     "tensorrt": {"versions": str, "workspace_mb": int, "dla_core": int, "builder_optimization_level": int},

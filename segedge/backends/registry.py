@@ -17,6 +17,7 @@ _BACKENDS = {
     "onnxruntime-cuda": "segedge.backends.onnxruntime:CUDA",
     "tensorrt": "segedge.backends.tensorrt:TENSORRT",
     "torch-cuda": "segedge.backends.torch:CUDA",
+    "openvino": "segedge.backends.openvino:OPENVINO",
 }
 
 

@@ -75,16 +75,16 @@ def run(args: argparse.Namespace) -> int:
     manifest = result.manifest
     print(f"artifacts in {result.directory}")
     ref = manifest.get("reference", {}).get("miou")
-    print(f"{'stage':6s} {'file':18s} {'agree %':>8s} {'mIoU':>6s} {'drop':>6s} {'max|Δ|':>9s}")
+    print(f"{'stage':9s} {'file':21s} {'agree %':>8s} {'mIoU':>6s} {'drop':>6s} {'max|Δ|':>9s}")
     for stage, entry in manifest["stages"].items():
         p = entry["parity"]
-        print(f"{stage:6s} {entry['file']:18s} {100 * p['argmax_agreement']:8.3f} {100 * p['miou']:6.2f} "
+        print(f"{stage:9s} {entry['file']:21s} {100 * p['argmax_agreement']:8.3f} {100 * p['miou']:6.2f} "
               f"{p['miou_drop_points']:+6.2f} {p['max_abs_diff']:9.2e}")
     if ref is not None:
         backend = manifest.get("reference", {}).get("backend", "torch")
         print(f"{backend} FP32 reference mIoU {100 * ref:.2f} on {manifest['config']['eval']['images']} "
               f"{manifest['config']['eval']['data']} val images")
-    int8_entry = manifest["stages"].get("int8", {})
+    int8_entry = manifest["stages"].get(config.stage_of("int8"), {})
     if int8_entry.get("mixed_precision", {}).get("message"):
         print(int8_entry["mixed_precision"]["message"])
     for warning in int8_entry.get("warnings", []):

@@ -34,6 +34,9 @@ class Machine:
     jetson_model: str | None = None  # e.g. "NVIDIA Jetson Orin Nano Developer Kit"
     power_mode: str | None = None
     versions: dict = field(default_factory=dict)
+    # the instruction-set extensions that decide which kernels run (VNNI/AMX INT8, AVX-512 BF16/AMX bf16, ARM
+    # dot products): stored with every row, since the same model name ranks differently across them
+    cpu_flags: tuple[str, ...] = ()
 
     @property
     def has_cuda_gpu(self) -> bool:
@@ -50,7 +53,25 @@ class Machine:
 
     def describe(self) -> str:
         gpu = ", ".join(self.gpus) if self.gpus else "no CUDA GPU"
-        return f"{self.arch} {self.cpu} ({self.cores} cores), {gpu}"
+        flags = f" [{' '.join(self.cpu_flags)}]" if self.cpu_flags else ""
+        return f"{self.arch} {self.cpu} ({self.cores} cores{flags}), {gpu}"
+
+
+# the flags that change which INT8 / bf16 kernels a runtime picks (x86 /proc/cpuinfo names; ARM "Features")
+KERNEL_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16",
+                "amx_fp16", "asimd", "asimddp", "i8mm", "bf16", "sve")
+
+
+def cpu_flags() -> tuple[str, ...]:
+    """The :data:`KERNEL_FLAGS` this CPU has, in that order (empty where /proc/cpuinfo cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("flags", "features")):
+                have = set(line.split(":", 1)[1].split())
+                return tuple(f for f in KERNEL_FLAGS if f in have)
+    except OSError:
+        pass
+    return ()
 
 
 def cpu_model() -> str:
@@ -122,7 +143,8 @@ def detect_machine() -> Machine:
     tensorrt = _version("tensorrt") or _version("tensorrt-cu12") or _version("tensorrt_libs")
     jetson = _jetson_model()
     power = _run(["nvpmodel", "-q"]) if jetson else None
-    versions = {p: v for p in ("segedge", "torch", "onnx", "onnxruntime", "onnxsim", "numpy") if (v := _version(p))}
+    versions = {p: v for p in ("segedge", "torch", "onnx", "onnxruntime", "onnxsim", "numpy", "openvino", "nncf")
+                if (v := _version(p))}
     versions["python"] = platform.python_version()
     return Machine(
         arch=platform.machine(),
@@ -138,4 +160,5 @@ def detect_machine() -> Machine:
         jetson_model=jetson,
         power_mode=power.splitlines()[0] if power else None,
         versions=versions,
+        cpu_flags=cpu_flags(),
     )

@@ -31,6 +31,7 @@ class Stage:
     name: str
     file: str
     gate: ParityGate
+    checked_on: str = "onnxruntime"  # the backend whose CPU runner checks parity (its fp32 arithmetic)
 
 
 # FP32 graphs must be the same network; FP16 and INT8 are allowed the drift their precision implies, and
@@ -40,7 +41,12 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("sim", "model.sim.onnx", ParityGate(0.999)),
     Stage("fp16", "model.fp16.onnx", ParityGate(0.99, max_miou_drop=1.0)),
     Stage("int8", "model.int8.onnx", ParityGate(0.90, max_miou_drop=3.0)),
+    # INT8 placed by NNCF (the openvino scheme): its own file, so a store serving both onnxruntime and
+    # OpenVINO keeps both graphs instead of rebuilding one over the other
+    # (onnxruntime's QLinearConv refuses NNCF's zero-point shapes: OpenVINO, which the graph is for, checks it)
+    Stage("int8-nncf", "model.int8-nncf.onnx", ParityGate(0.90, max_miou_drop=3.0), checked_on="openvino"),
 )}
+INT8_STAGES = ("int8", "int8-nncf")
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,9 @@ PRECISIONS: dict[str, Precision] = {p.name: p for p in (
     Precision("fp32", "sim", 0.1, "the simplified FP32 graph (always built)"),
     Precision("fp16", "fp16", 0.5, "also write an FP16 graph (FP32 inputs/outputs)"),
     Precision("int8", "int8", 1.0, "also write a static Q/DQ INT8 graph"),
+    # bf16 needs no file of its own: the backend runs the FP32 graph with bf16 arithmetic (OpenVINO's
+    # inference_precision, TensorRT's BF16 flag, torch's bfloat16), so its stage is the FP32 one
+    Precision("bf16", "sim", 0.5, "run the FP32 graph with bf16 arithmetic (backends and CPUs that have it)"),
 )}
 
 
@@ -78,6 +87,12 @@ def get_precision(name: str) -> Precision:
     if name not in PRECISIONS:
         raise SegedgeError(f"unknown precision {name!r}; choose from {', '.join(PRECISIONS)}")
     return PRECISIONS[name]
+
+
+def stage_for(precision: str, quantizer: str = "onnxruntime") -> str:
+    """The artifact stage that holds ``precision``; INT8 placed by NNCF (``quantizer`` "nncf") has its own."""
+    stage = get_precision(precision).stage
+    return "int8-nncf" if stage == "int8" and quantizer == "nncf" else stage
 
 
 def parse_precisions(names) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ COLUMNS = {
     "machine": "TEXT",  # JSON fingerprint
     "profile": "TEXT",
     "backend": "TEXT",
+    "variant": "TEXT",  # how the backend ran the row beyond its name: device, arithmetic, which INT8 graph won
     "model": "TEXT",
     "precision": "TEXT",
     "height": "INTEGER",

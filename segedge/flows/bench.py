@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import os
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from segedge.backends.isolate import probe
 from segedge.backends.profiles import Profile
 from segedge.backends.registry import get_backend
 from segedge.core.artifacts import machine_timing_lock
@@ -128,7 +129,7 @@ def run_sweep(
                     log(f"{source.name} {precision} batch {batch}: measured meanwhile by another segedge process")
                     continue
                 try:
-                    row.update(_measure(profile, export, precision, config, threads, backend, batch, references, log))
+                    row.update(_measure(profile, export, precision, config, threads, backend, batch, references, machine, log))
                     row["status"] = _status(row, profile.tolerance[precision])
                 except KeyboardInterrupt:
                     raise
@@ -212,14 +213,52 @@ def _reference(export: ExportConfig, references: dict, threads: int, log) -> Ref
 
 
 def _measure(profile: Profile, export: ExportConfig, precision: str, config: BenchConfig, threads: int,
-             backend_name: str, batch_size: int, references: dict, warn: Callable[[str], None] = lambda _: None) -> dict:
+             backend_name: str, batch_size: int, references: dict, machine: Machine | None = None,
+             warn: Callable[[str], None] = lambda _: None) -> dict:
+    """One row. A backend that runs more than one INT8 placement well (OpenVINO: NNCF's and segedge's own)
+    gets each measured, and the row keeps the fastest within the tolerance, saying which and what the others gave."""
     backend = get_backend(backend_name)
-    if precision not in backend.precisions:
-        raise SegedgeError(f"{backend.name} does not run {precision} (it runs {', '.join(backend.precisions)})")
+    refusal = backend.refuses(precision, profile, machine)
+    if refusal:
+        raise SegedgeError(refusal)
+    schemes = backend.int8_candidates(machine) if precision == "int8" and not profile.int8_scheme else ()
+    if len(schemes) < 2:
+        row = _measure_one(profile, export, precision, config, threads, backend, batch_size, references, warn)
+        if precision == "int8":
+            row["variant"] = "; ".join(filter(None, (row["variant"], f"INT8 graph: {row.pop('int8_graph')}")))
+        return row
+    tolerance = profile.tolerance[precision]
+    measured, errors = [], []
+    for scheme in schemes:
+        candidate = replace(export, int8_config=replace(export.int8_config, scheme=scheme, activation=None))
+        try:
+            measured.append(_measure_one(profile, candidate, precision, config, threads, backend, batch_size,
+                                         references, warn))
+        except SegedgeError as exc:
+            errors.append(f"{_int8_graph(candidate)} failed: {exc}")
+    if not measured:
+        raise SegedgeError("; ".join(errors))
+    within = [m for m in measured if _status(m, tolerance) == "ok"]
+    best = (min(within, key=lambda m: m["median_ms"]) if within
+            else min(measured, key=lambda m: m["drop_high"] if m.get("drop_high") is not None else m["miou_drop"]))
+    tried = [f"{m['int8_graph']} {m['median_ms']:.1f} ms, drop {m['miou_drop']:+.2f}" for m in measured] + errors
+    why = "fastest within the tolerance" if within else "none within the tolerance: the smallest drop"
+    chosen = f"INT8 graph: {best.pop('int8_graph')} ({why}; tried {'; '.join(tried)})"
+    best["variant"] = "; ".join(filter(None, (best["variant"], chosen)))
+    return best
+
+
+def _int8_graph(export: ExportConfig) -> str:
+    scheme = export.int8_config.scheme
+    return "NNCF" if scheme.quantizer == "nncf" else f"segedge {scheme.name}"
+
+
+def _measure_one(profile: Profile, export: ExportConfig, precision: str, config: BenchConfig, threads: int,
+                 backend, batch_size: int, references: dict, warn: Callable[[str], None]) -> dict:
     name = export.model or (export.onnx.stem if export.onnx else "?")
     result = export_model(export, log=lambda line: warn(f"{name} {precision}: {line}")
                           if "warning:" in line or "grey" in line or "holdout" in line else None)
-    stage_name = get_precision(precision).stage
+    stage_name = export.stage_of(precision)
     stage = result.manifest["stages"][stage_name]
     artifact = result.file(stage_name)
     reference = _reference(export, references, threads, lambda line: None)
@@ -229,7 +268,10 @@ def _measure(profile: Profile, export: ExportConfig, precision: str, config: Ben
     mean, std = result.manifest["normalization"]["mean"], result.manifest["normalization"]["std"]
     runs = dict(warmup=1, min_runs=3, min_seconds=0.0) if config.quick else dict(
         warmup=profile.warmup_runs, min_runs=profile.min_runs, min_seconds=profile.min_seconds)
-    prepared = backend.prepare(artifact, profile, tuple(result.manifest["config"]["input_size"]))
+    input_size = tuple(result.manifest["config"]["input_size"])
+    if backend.isolate:  # a native crash here would end the sweep: let a child process meet it first
+        probe(backend.name, artifact, profile, input_size, precision, threads, result.manifest)
+    prepared = backend.prepare(artifact, profile, input_size)
     runner = backend.runner(prepared, precision=precision, threads=threads, profile=profile, manifest=result.manifest)
     with runner:
         with PeakMemory() as memory:
@@ -249,6 +291,8 @@ def _measure(profile: Profile, export: ExportConfig, precision: str, config: Ben
         "eval_images": count, "parity_miou": parity["miou"], "parity_drop": parity["miou_drop_points"],
         "parity_agreement": parity["argmax_agreement"],
         "artifact": str(artifact), "artifact_sha256": stage["sha256"],
+        "variant": backend.variant(precision, profile) or None,
+        **({"int8_graph": _int8_graph(export)} if precision == "int8" else {}),
     }
 
 

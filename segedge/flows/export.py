@@ -18,11 +18,11 @@ from typing import Callable, Iterator
 
 from segedge.core.artifacts import DEFAULT_STORE, ArtifactDir, sha256_file, tool_versions
 from segedge.models.checkpoint import Checkpoint, load_checkpoint
-from segedge.core.precision import PRECISIONS, STAGES, ParityGate, parse_precisions
+from segedge.core.precision import PRECISIONS, STAGES, ParityGate, parse_precisions, stage_for
 from segedge.verify.compare import Reference, compare_to_reference, enforce_gate, reference_from_runner
 from segedge.data.synthetic import CLASS_NAMES, SyntheticScenes
 from segedge.data.model_io import ModelIO
-from segedge.core.errors import CalibrationError, InputSizeError, SegedgeError, brief
+from segedge.core.errors import ArtifactError, CalibrationError, InputSizeError, SegedgeError, brief
 from segedge.graph.export import EXPORT_OPSET, onnx_from_torch
 from segedge.graph.fp16 import fp16_from_onnx
 from segedge.graph.int8 import Int8Config, calibrated_graph, calibration_indices, qdq_counts
@@ -71,6 +71,10 @@ class ExportConfig:
 
     def builds(self, precision: str) -> bool:
         return precision == "fp32" or precision in self.precisions
+
+    def stage_of(self, precision: str) -> str:
+        """The artifact stage a row at ``precision`` runs (INT8 placed by NNCF has its own file)."""
+        return stage_for(precision, self.int8_config.scheme.quantizer)
 
 
 @dataclass
@@ -321,7 +325,7 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
             try:
                 started = time.perf_counter()
                 info = build(candidate)
-                report = compare_to_reference(OnnxRuntimeRunner(candidate, threads=threads), get_reference())
+                report = _parity(stage, candidate, get_reference(), threads)
                 gate = config.gates[stage]
                 entry = {
                     "file": final.name,
@@ -393,7 +397,7 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
                     quant_source.unlink(missing_ok=True)
                 split = "calib" if config.data == "synthetic" else "train"
                 return {"seconds": round(time.perf_counter() - started, 2), **info,
-                        "calibration": {"data": config.calib_data or config.data, "split": split, "ranges_cache": ranges.name, **icfg.as_dict(),
+                        "calibration": {"data": config.calib_data or config.data, "split": split, "ranges_cache": ranges.name if icfg.scheme.quantizer != "nncf" else None, **icfg.as_dict(),
                                         "selection": selection}}
 
             def mixed_precision(graph, candidate: Path, onnx_path: Path) -> dict:
@@ -410,10 +414,28 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
                     info["warnings"] = [result.message]
                 return info
 
-            run_stage("int8", {"source_sha256": sim_sha, "int8": icfg.as_dict(),
+            run_stage(config.stage_of("int8"), {"source_sha256": sim_sha, "int8": icfg.as_dict(),
                                **({"calib_data": config.calib_data} if config.calib_data else {})}, int8_stage)
 
         return ExportResult(art.path, manifest)
+
+
+def _parity(stage: str, candidate: Path, reference: Reference, threads: int | None):
+    """The stage's parity report on the CPU runner that checks it (onnxruntime, or OpenVINO for NNCF's graph)."""
+    checker = STAGES[stage].checked_on
+    if checker == "onnxruntime":
+        runner = OnnxRuntimeRunner(candidate, threads=threads)
+    else:
+        from segedge.backends.registry import get_backend
+
+        runner = get_backend(checker).runner(candidate, precision="fp32", threads=threads or os.cpu_count() or 1,
+                                             profile=None, manifest={})
+    try:
+        return compare_to_reference(runner, reference)
+    except SegedgeError:
+        raise
+    except Exception as exc:  # the runtime refuses the graph it was given: one line, and the candidate goes
+        raise ArtifactError(f"{stage}: {checker} cannot run {candidate.name.split('.', 2)[-1]}: {brief(exc)}") from None
 
 
 def _now() -> str:

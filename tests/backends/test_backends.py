@@ -9,6 +9,8 @@ from segedge.backends.profiles import load_profile, load_profile_file
 from segedge.backends.registry import backend_names, get_backend
 from segedge.core.errors import ProfileError, SegedgeError
 from segedge.core.hardware import Machine
+from segedge.core.precision import PRECISIONS
+from segedge.graph.int8 import INT8_SCHEMES
 
 X86 = Machine(arch="x86_64", cpu="Test CPU", cores=2, os="Linux", ort_providers=("CPUExecutionProvider",))
 ARM = Machine(arch="aarch64", cpu="Neoverse", cores=4, os="Linux", ort_providers=("CPUExecutionProvider",))
@@ -18,13 +20,15 @@ ARM = Machine(arch="aarch64", cpu="Neoverse", cores=4, os="Linux", ort_providers
 def test_every_registered_name_resolves_to_its_backend(name):
     backend = get_backend(name)
     assert backend.name == name
-    assert set(backend.precisions) <= {"fp32", "fp16", "int8"}
-    assert backend.int8_scheme(X86) in ("x86", "arm", "tensorrt")
+    assert set(backend.precisions) <= set(PRECISIONS)
+    assert backend.int8_scheme(X86) in INT8_SCHEMES
+    assert backend.int8_candidates(X86)[0] == backend.int8_scheme(X86)
+    assert set(backend.int8_candidates(ARM)) <= set(INT8_SCHEMES)
 
 
 def test_unknown_backend_names_the_registered_ones():
-    with pytest.raises(ProfileError, match="backend 'openvino' is not one of onnxruntime, onnxruntime-cuda, tensorrt, torch-cuda"):
-        get_backend("openvino")
+    with pytest.raises(ProfileError, match="backend 'snpe' is not one of onnxruntime, onnxruntime-cuda, tensorrt, torch-cuda, openvino"):
+        get_backend("snpe")
 
 
 def test_cpu_profile_benches_the_arm_scheme_on_arm_and_x86_on_x86():

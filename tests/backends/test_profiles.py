@@ -70,7 +70,7 @@ BASE = 'name = "t"\ndescription = "d"\nbackend = "onnxruntime"\nprecisions = ["f
         (BASE + "treads = 2\n", "unknown key 'treads'"),
         (BASE + "[tensorrt]\nworkspace = 1\n", "unknown key tensorrt.'workspace'"),
         (BASE + "[tolerance]\nint4 = 1.0\n", "unknown key tolerance.'int4'"),
-        (BASE.replace('"onnxruntime"', '"openvino"'), "backend 'openvino' is not one of"),
+        (BASE.replace('"onnxruntime"', '"snpe"'), "backend 'snpe' is not one of"),
         (BASE.replace('["fp32"]', '["fp8"]'), "precisions must be a non-empty subset"),
         (BASE.replace("[64, 64]", "[64]"), "input_size must be [height, width]"),
         (BASE.replace('name = "t"\n', ""), "missing required key 'name'"),

@@ -104,8 +104,8 @@ def _zoo_checkpoint(config: ExportConfig, log: Log, progress: bool) -> Checkpoin
     kwargs = {"iterations": config.train_iterations} if config.train_iterations else {}
     recipe = TrainConfig(model=spec.name, width=config.width, seed=config.seed, threads=config.threads, **kwargs)
     if not cached_checkpoint_path(recipe).is_file():
-        log(f"no trained {spec.name} weights in the cache yet: training them once on synthetic scenes "
-            f"({recipe.iterations} iterations; later commands reuse them)")
+        log(f"no trained {spec.name} weights in the cache yet: training them once on synthetic scenes ({recipe.iterations} "
+            f"iterations, batch {recipe.batch_size} of {recipe.crop[0]}x{recipe.crop[1]} crops; later commands reuse them)")
     return trained_checkpoint(recipe, progress=progress)
 
 
@@ -310,6 +310,8 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
         def get_reference() -> Reference:
             nonlocal reference
             if reference is None:
+                if progress:
+                    log(f"scoring the torch FP32 reference on {eval_count} {config.data} val images")
                 reference = reference_for(source, eval_set, eval_count, threads)
                 manifest["reference"] = {"backend": source.reference_backend, "precision": "fp32", "miou": reference.miou,
                                          "images": eval_count, "split": "val", "data": config.data}
@@ -324,6 +326,8 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
             candidate = art.file(f".candidate.{os.getpid()}.{STAGES[stage].file}")
             try:
                 started = time.perf_counter()
+                if progress:
+                    log(f"{stage:5s} building {final.name}, then checking its parity against torch FP32")
                 info = build(candidate)
                 report = _parity(stage, candidate, get_reference(), threads)
                 gate = config.gates[stage]
@@ -378,7 +382,7 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
                 started = time.perf_counter()
                 calibration_inputs, selection = calibration_feed(calib_set, spec, icfg, source.io)
                 quant_source, opsets = _quantizable(sim_path, candidate)
-                with tqdm(total=icfg.calib_images, desc="calibrate", unit="img", disable=not progress) as bar:
+                with tqdm(total=icfg.calib_images, desc="calibrating INT8", unit="img", disable=not progress) as bar:
                     with calibrated_graph(quant_source, calibration_inputs, icfg, available_images=len(calib_set),
                                           ranges_cache=ranges, progress=lambda n: bar.update(n - bar.n)) as graph:
                         bar.close()
@@ -426,8 +430,12 @@ def _parity(stage: str, candidate: Path, reference: Reference, threads: int | No
     if checker == "onnxruntime":
         runner = OnnxRuntimeRunner(candidate, threads=threads)
     else:
+        from segedge.backends.isolate import probe
         from segedge.backends.registry import get_backend
 
+        # a native crash compiling the candidate must not take the export down (OpenVINO 2026.4 segfaults on
+        # some INT8 graphs): a child meets it first, and the stage fails with the signal's name
+        probe(checker, candidate, None, tuple(reference.size), "fp32", threads or 1, {})
         runner = get_backend(checker).runner(candidate, precision="fp32", threads=threads or os.cpu_count() or 1,
                                              profile=None, manifest={})
     try:

@@ -25,12 +25,16 @@ class TorchRunner(Runner):
         device: str = "cpu",
         half: bool = False,
         channels_last: bool = False,
+        bf16: bool = False,
     ) -> None:
         super().__init__(threads)
         self.module = module
         self.input_name = input_name
         self.device = device
         self.half = half
+        self.bf16 = bf16
+        if half and bf16:
+            raise RunnerInputError("half and bf16 are two precisions: give one")
         self.channels_last = channels_last
         self.last_gpu_ms: float | None = None
         self._saved_threads: int | None = None
@@ -40,13 +44,17 @@ class TorchRunner(Runner):
 
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise RunnerInputError("TorchRunner on cuda needs a CUDA build of torch and a GPU; none is visible")
-        if self.half and not self.device.startswith("cuda"):
-            raise RunnerInputError("half precision is for the CUDA runner; on the CPU torch FP16 is slower than FP32")
+        if (self.half or self.bf16) and not self.device.startswith("cuda"):
+            raise RunnerInputError("half and bf16 are for the CUDA runner here; on the CPU use OpenVINO's bf16")
+        if self.bf16 and not torch.cuda.is_bf16_supported():
+            raise RunnerInputError("this GPU has no bf16 (it needs compute capability 8.0 or later)")
         self._saved_threads = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         module = self.module.eval().to(self.device)
         if self.half:
             module = module.half()
+        if self.bf16:
+            module = module.to(torch.bfloat16)
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
         self.module = module
@@ -59,6 +67,8 @@ class TorchRunner(Runner):
             x = torch.from_numpy(batch).to(self.device)
             if self.half:
                 x = x.half()
+            if self.bf16:
+                x = x.to(torch.bfloat16)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             if self.device.startswith("cuda"):
@@ -88,7 +98,7 @@ class TorchCudaBackend(Backend):
     """
 
     name = "torch-cuda"
-    precisions = ("fp32", "fp16")
+    precisions = ("fp32", "fp16", "bf16")
     description = "PyTorch eager on a CUDA GPU"
 
     def int8_scheme(self, machine) -> str:
@@ -103,7 +113,17 @@ class TorchCudaBackend(Backend):
         from segedge.models.checkpoint import load_checkpoint
 
         module = load_checkpoint(manifest["checkpoint"]).build()
-        return TorchRunner(module, device="cuda", half=precision == "fp16", channels_last=True)
+        return TorchRunner(module, device="cuda", half=precision == "fp16", bf16=precision == "bf16", channels_last=True)
+
+    def refuses(self, precision: str, profile, machine) -> str:
+        refusal = super().refuses(precision, profile, machine)
+        cc = getattr(machine, "compute_capability", None)
+        if not refusal and precision == "bf16" and cc and float(cc) < 8.0:
+            return f"this GPU (compute capability {cc}) has no bf16; it needs 8.0 or later (Ampere, Orin)"
+        return refusal
+
+    def variant(self, precision: str, profile) -> str:
+        return f"torch eager, {precision}, channels_last"
 
 
 CUDA = TorchCudaBackend()

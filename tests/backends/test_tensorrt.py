@@ -165,6 +165,21 @@ def test_torch_runner_refuses_half_on_cpu(tiny_onnx):
     from segedge.core.errors import RunnerInputError
     from segedge.backends.torch import TorchRunner
 
-    with pytest.raises(RunnerInputError, match="half precision is for the CUDA runner"):
-        with TorchRunner(tiny_onnx[0], half=True):
-            pass
+    for kwargs in ({"half": True}, {"bf16": True}):
+        with pytest.raises(RunnerInputError, match="half and bf16 are for the CUDA runner here"):
+            with TorchRunner(tiny_onnx[0], **kwargs):
+                pass
+    with pytest.raises(RunnerInputError, match="half and bf16 are two precisions"):
+        TorchRunner(tiny_onnx[0], half=True, bf16=True)
+
+
+def test_torch_cuda_refuses_bf16_on_gpus_without_it():
+    from segedge.backends.registry import get_backend
+    from segedge.core.hardware import Machine
+
+    turing = Machine(arch="x86_64", cpu="c", cores=8, os="Linux", gpus=("T4",), compute_capability="7.5")
+    ampere = Machine(arch="x86_64", cpu="c", cores=8, os="Linux", gpus=("A10",), compute_capability="8.6")
+    backend = get_backend("torch-cuda")
+    assert "compute capability 7.5" in backend.refuses("bf16", None, turing)
+    assert backend.refuses("bf16", None, ampere) == ""
+    assert backend.refuses("int8", None, ampere).startswith("torch-cuda does not run int8")

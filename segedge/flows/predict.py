@@ -24,7 +24,7 @@ import numpy as np
 from segedge.backends.base import default_threads
 from segedge.core.artifacts import check_manifest_shape
 from segedge.core.errors import ArtifactError, RunnerInputError, SegedgeError
-from segedge.core.precision import PRECISIONS, get_precision
+from segedge.core.precision import INT8_STAGES, PRECISIONS, get_precision
 from segedge.data.model_io import ModelIO, resize_scores
 from segedge.data.transforms import resize_bilinear, resize_nearest
 
@@ -69,6 +69,15 @@ class Timings:
                 f"inference {self.infer_ms / n:.1f} ms, post-processing {self.post_ms / n:.1f} ms per frame")
 
 
+def _stage(precision: str, stages: dict, backend: str) -> str:
+    """The stage a precision runs from: for INT8 on OpenVINO, NNCF's graph where exported, else segedge's own."""
+    stage = get_precision(precision).stage
+    if stage != "int8":
+        return stage
+    order = ("int8-nncf", "int8") if backend == "openvino" else ("int8",)  # onnxruntime refuses NNCF's zero points
+    return next((s for s in order if s in stages), "int8")
+
+
 @dataclass
 class Predictor:
     """A segedge artifact as a function from images to class masks. ``artifact`` is an artifact directory (the
@@ -97,12 +106,13 @@ class Predictor:
             stage = next((s for s, e in stages.items() if e["file"] == path.name), None)
             if stage is None:
                 raise ArtifactError(f"{path.name} is not a stage of {manifest_path}")
-            self.precision = next((p.name for p in PRECISIONS.values() if p.stage == stage), "fp32")
+            self.precision = "int8" if stage in INT8_STAGES else next(
+                (p.name for p in PRECISIONS.values() if p.stage == stage), "fp32")
         elif self.precision is None:
-            self.precision = next(p for p in PREFERRED if get_precision(p).stage in stages or p == "fp32")
-        stage = get_precision(self.precision).stage
+            self.precision = next(p for p in PREFERRED if _stage(p, stages, self.backend) in stages or p == "fp32")
+        stage = stage if path.is_file() else _stage(self.precision, stages, self.backend)
         if stage not in stages:
-            have = [p.name for p in PRECISIONS.values() if p.stage in stages]
+            have = [p.name for p in PRECISIONS.values() if _stage(p.name, stages, self.backend) in stages]
             raise ArtifactError(f"{directory} has no {self.precision} artifact (it has {', '.join(have)}); export it "
                                 f"with --{self.precision}")
         self.file = directory / stages[stage]["file"]
@@ -119,8 +129,9 @@ class Predictor:
         from segedge.backends.registry import get_backend
 
         backend = get_backend(self.backend)
-        if self.precision not in backend.precisions:
-            raise SegedgeError(f"{backend.name} does not run {self.precision}")
+        refusal = backend.refuses(self.precision, None, None)
+        if refusal:
+            raise SegedgeError(refusal)
         self._runner = backend.runner(self.file, precision=self.precision, threads=self.threads or default_threads(),
                                       profile=None, manifest=manifest)
         self._runner.__enter__()

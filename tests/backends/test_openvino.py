@@ -121,6 +121,20 @@ def test_nncf_int8_is_its_own_stage_gated_on_openvino(tiny_checkpoint, tmp_path)
     again = export_model(config("openvino"))
     assert again.manifest["stages"]["int8-nncf"]["sha256"] == stage["sha256"]
 
+    # the Predictor runs NNCF's graph on OpenVINO, segedge's own on onnxruntime, and says what bf16 needs
+    from segedge.flows.predict import Predictor
+
+    frame = np.random.default_rng(0).integers(0, 255, (50, 90, 3), dtype=np.uint8)
+    with Predictor(nncf_result.directory, backend="openvino", precision="int8", threads=1) as on_ov, \
+            Predictor(nncf_result.directory, precision="int8", threads=1) as on_ort, \
+            Predictor(nncf_result.directory, precision="fp32", threads=1) as fp32:
+        assert on_ov.file.name == "model.int8-nncf.onnx" and on_ort.file.name == "model.int8.onnx"
+        masks = [p(frame) for p in (on_ov, on_ort, fp32)]
+    assert all(m.shape == (50, 90) for m in masks)
+    assert (masks[0] == masks[2]).mean() > 0.8 and (masks[1] == masks[2]).mean() > 0.8
+    with pytest.raises(SegedgeError, match="onnxruntime does not run bf16"):
+        Predictor(nncf_result.directory, precision="bf16")
+
 
 def test_an_openvino_bench_keeps_the_faster_int8_graph_and_says_which(tiny_checkpoint, tmp_path, capsys):
     pytest.importorskip("nncf", reason="NNCF is not installed")

@@ -30,6 +30,7 @@ from segedge.core.errors import ArtifactError, SegedgeError, brief
 from segedge.core.hardware import Machine
 from segedge.core.precision import get_precision
 from segedge.core.results import STATUS_MARK, ResultsStore
+from segedge.data.transforms import class_map
 from segedge.flows.export import ExportConfig, eval_count_for, evaluation_sets, export_model, reference_for, resolve_source
 from segedge.graph.int8 import Int8Config
 from segedge.models.registry import get_spec
@@ -280,7 +281,7 @@ def _measure_one(profile: Profile, export: ExportConfig, precision: str, config:
         output = runner.infer(timing_batch)
     image = reference.images[:1]
     pre = median_ms(lambda: io.feed(image, mean, std))
-    post = median_ms(lambda: io.scores(output[:1], reference.size).argmax(1).astype(np.uint8))  # per image, as pre is
+    post = median_ms(lambda: class_map(io.scores(output[:1], reference.size)))  # per image, as pre is
     parity, report, interval = stage["parity"], accuracy.report, accuracy.interval
     return {
         "median_ms": latency.median_ms, "p90_ms": latency.p90_ms, "p99_ms": latency.p99_ms, "min_ms": latency.min_ms,

@@ -394,3 +394,22 @@ def test_wrong_split_and_missing_root(tmp_path: Path) -> None:
     (tmp_path / "cv" / "train").mkdir(parents=True)
     with pytest.raises(DatasetError, match="is not a CamVid root: missing trainannot"):
         CamVid(tmp_path / "cv", "train")
+
+
+def test_network_input_and_class_map_equal_the_plain_numpy_they_replace():
+    """The lookup-table normalisation and the per-class argmax are speed-ups only: same numbers, same ids."""
+    from segedge.data.transforms import class_map, to_network_input
+
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (2, 17, 23, 3), dtype=np.uint8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    plain = (images.transpose(0, 3, 1, 2).astype(np.float32) / 255 - np.float32(mean)[:, None, None]) / np.float32(std)[:, None, None]
+    fast = to_network_input(images, mean, std)
+    assert fast.shape == (2, 3, 17, 23) and fast.dtype == np.float32 and fast.flags.c_contiguous
+    assert np.abs(fast - plain).max() < 1e-5
+    assert np.array_equal(to_network_input(images.astype(np.float32), mean, std), fast) or \
+        np.abs(to_network_input(images.astype(np.float32), mean, std) - fast).max() < 1e-5
+    scores = rng.standard_normal((2, 7, 17, 23)).astype(np.float32)
+    scores[0, 3, 0, 0] = scores[0, 5, 0, 0] = 99.0  # a tie goes to the first class, as argmax's does
+    assert np.array_equal(class_map(scores), scores.argmax(1).astype(np.uint8))
+    assert class_map(scores[1]).dtype == np.uint8 and class_map(scores)[0, 0, 0] == 3

@@ -63,6 +63,7 @@ class Profile:
     precisions: tuple[str, ...]
     input_size: tuple[int, int]
     batch_sizes: tuple[int, ...] = (1,)
+    camera_size: tuple[int, ...] = ()  # HxW of the frames the application feeds (end-to-end column); (): input_size
     fallback_backends: tuple[str, ...] = ()
     providers: tuple[str, ...] = ()
     device: str = ""  # the backend's device where it has several (OpenVINO: CPU, GPU, NPU); "": its default
@@ -177,7 +178,7 @@ def load_profile_file(path: str | Path) -> Profile:
         if bad:
             raise ProfileError(f"{where}: unknown key tolerance.{bad[0]!r}; valid: {', '.join(PRECISIONS)}")
         kwargs["tolerance"] = {**default_tolerances(), **kwargs["tolerance"]}
-    for key in ("precisions", "batch_sizes", "fallback_backends", "providers", "input_size"):
+    for key in ("precisions", "batch_sizes", "fallback_backends", "providers", "input_size", "camera_size"):
         if key in kwargs:
             if not isinstance(kwargs[key], list):
                 raise ProfileError(f"{where}: {key} must be a list")
@@ -196,6 +197,8 @@ def _validate(p: Profile, where: str) -> None:
         raise ProfileError(f"{where}: precisions must be a non-empty subset of {', '.join(PRECISIONS)}")
     if len(p.input_size) != 2 or any(not isinstance(v, int) or v < 1 for v in p.input_size):
         raise ProfileError(f"{where}: input_size must be [height, width], positive integers")
+    if p.camera_size and (len(p.camera_size) != 2 or any(v < 1 for v in p.camera_size)):
+        raise ProfileError(f"{where}: camera_size must be [height, width], positive integers")
     if not p.batch_sizes or any(not isinstance(b, int) or b < 1 for b in p.batch_sizes):
         raise ProfileError(f"{where}: batch_sizes must be positive integers")
     if p.int8_scheme and p.int8_scheme not in INT8_SCHEMES:
@@ -208,7 +211,7 @@ def _validate(p: Profile, where: str) -> None:
 NUMBER = (int, float)
 # the TOML type of every key ("list of X" as [X]); a wrong type is an error naming the key, not a traceback later
 _TYPES = {
-    "name": str, "description": str, "backend": str, "precisions": [str], "input_size": [int], "batch_sizes": [int],
+    "name": str, "description": str, "backend": str, "precisions": [str], "input_size": [int], "camera_size": [int], "batch_sizes": [int],
     "fallback_backends": [str], "providers": [str], "device": str, "threads": int, "int8_scheme": str, "int8_activation": str,
     "warmup_runs": int, "min_runs": int, "min_seconds": NUMBER, "record_power_mode": bool,
     "tolerance": {"*": NUMBER},

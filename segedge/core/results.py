@@ -41,6 +41,11 @@ COLUMNS = {
     "pre_ms": "REAL",
     "post_ms": "REAL",
     "peak_rss_mb": "REAL",
+    "camera": "TEXT",  # HxW of the frames the end-to-end figures fed (the profile's camera_size)
+    "e2e_ms": "REAL",  # segedge.Predictor on a camera frame: resize + normalise, the row's median inference, mask at frame size
+    "e2e_pre_ms": "REAL",
+    "e2e_post_ms": "REAL",
+    "e2e_fps": "REAL",
     "miou": "REAL",
     "reference_miou": "REAL",
     "miou_drop": "REAL",  # points, on the timed runner

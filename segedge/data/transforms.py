@@ -90,7 +90,7 @@ def resize_bilinear(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     img = image.astype(np.float32)
     top = img[y0][:, x0] * (1 - wx) + img[y0][:, x1] * wx
     bottom = img[y1][:, x0] * (1 - wx) + img[y1][:, x1] * wx
-    return np.clip(top * (1 - wy) + bottom * wy + 0.5, 0, 255).astype(np.uint8)
+    return np.clip(top * (1 - wy) + bottom * wy + 0.5, 0, 255).astype(np.uint8, order="C")  # row-major, as frames come
 
 
 def resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -283,6 +283,8 @@ def _measure_one(profile: Profile, export: ExportConfig, precision: str, config:
     pre = median_ms(lambda: io.feed(image, mean, std))
     post = median_ms(lambda: class_map(io.scores(output[:1], reference.size)))  # per image, as pre is
     parity, report, interval = stage["parity"], accuracy.report, accuracy.interval
+    e2e = _end_to_end(artifact, backend, precision, threads, profile, reference, latency.median_ms,
+                      frames=3 if config.quick else 10) if batch_size == 1 and reference.images is not None else {}
     return {
         "median_ms": latency.median_ms, "p90_ms": latency.p90_ms, "p99_ms": latency.p99_ms, "min_ms": latency.min_ms,
         "runs": latency.runs, "fps": batch_size * latency.fps, "throughput": batch_size * latency.fps, "pre_ms": pre,
@@ -292,9 +294,32 @@ def _measure_one(profile: Profile, export: ExportConfig, precision: str, config:
         "eval_images": count, "parity_miou": parity["miou"], "parity_drop": parity["miou_drop_points"],
         "parity_agreement": parity["argmax_agreement"],
         "artifact": str(artifact), "artifact_sha256": stage["sha256"],
-        "variant": backend.variant(precision, profile) or None,
+        "variant": backend.variant(precision, profile) or None, **e2e,
         **({"int8_graph": _int8_graph(export)} if precision == "int8" else {}),
     }
+
+
+def _end_to_end(artifact: Path, backend, precision: str, threads: int, profile: Profile, reference: Reference,
+                infer_ms: float, frames: int) -> dict:
+    """What the application pays per camera frame with the runner it ships: :class:`segedge.Predictor` on a
+    frame at the profile's camera size (resize and normalise, then the mask back at the frame's size), its
+    pre- and post-processing medians added to the row's median inference."""
+    from segedge.data.transforms import resize_bilinear
+    from segedge.flows.predict import Predictor
+
+    camera = tuple(profile.camera_size) or tuple(reference.size)
+    frame = np.ascontiguousarray(resize_bilinear(np.asarray(reference.images[0], dtype=np.uint8), camera))
+    pre, post = [], []
+    with Predictor(artifact, backend=backend.name, precision=precision, threads=threads, profile=profile) as predictor:
+        for _ in range(frames + 1):  # the first frame warms the resizers up
+            before = replace(predictor.timings)
+            predictor(frame)
+            pre.append(predictor.timings.pre_ms - before.pre_ms)
+            post.append(predictor.timings.post_ms - before.post_ms)
+    pre_ms, post_ms = float(np.median(pre[1:])), float(np.median(post[1:]))
+    total = pre_ms + infer_ms + post_ms
+    return {"camera": f"{camera[0]}x{camera[1]}", "e2e_pre_ms": pre_ms, "e2e_post_ms": post_ms, "e2e_ms": total,
+            "e2e_fps": 1000.0 / total}
 
 
 def _describe(row: dict) -> str:

@@ -88,6 +88,7 @@ class Predictor:
     precision: str | None = None
     threads: int | None = None
     timings: Timings = field(default_factory=Timings)
+    profile: object = None  # a segedge profile: the backend's device and settings (None: the backend's defaults)
 
     def __post_init__(self) -> None:
         path = Path(self.artifact)
@@ -106,8 +107,11 @@ class Predictor:
             stage = next((s for s, e in stages.items() if e["file"] == path.name), None)
             if stage is None:
                 raise ArtifactError(f"{path.name} is not a stage of {manifest_path}")
-            self.precision = "int8" if stage in INT8_STAGES else next(
-                (p.name for p in PRECISIONS.values() if p.stage == stage), "fp32")
+            if self.precision is None:
+                self.precision = "int8" if stage in INT8_STAGES else next(
+                    (p.name for p in PRECISIONS.values() if p.stage == stage), "fp32")
+            elif stage not in {get_precision(self.precision).stage} | (set(INT8_STAGES) if self.precision == "int8" else set()):
+                raise ArtifactError(f"{path.name} holds the {stage} stage, not {self.precision}")
         elif self.precision is None:
             self.precision = next(p for p in PREFERRED if _stage(p, stages, self.backend) in stages or p == "fp32")
         stage = stage if path.is_file() else _stage(self.precision, stages, self.backend)
@@ -129,11 +133,13 @@ class Predictor:
         from segedge.backends.registry import get_backend
 
         backend = get_backend(self.backend)
-        refusal = backend.refuses(self.precision, None, None)
+        refusal = backend.refuses(self.precision, self.profile, None)
         if refusal:
             raise SegedgeError(refusal)
-        self._runner = backend.runner(self.file, precision=self.precision, threads=self.threads or default_threads(),
-                                      profile=None, manifest=manifest)
+        # a profile says how to build the backend's own form (a TensorRT engine); without one the file runs as is
+        prepared = backend.prepare(self.file, self.profile, self.size) if self.profile is not None else self.file
+        self._runner = backend.runner(prepared, precision=self.precision, threads=self.threads or default_threads(),
+                                      profile=self.profile, manifest=manifest)
         self._runner.__enter__()
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ from segedge.core.results import STATUS_MARK
 
 TABLE_COLUMNS = (
     ("profile", "profile"), ("backend", "backend"), ("model", "model"), ("precision", "precision"), ("size", "size"),
-    ("median_ms", "median ms"), ("p90_ms", "p90 ms"), ("fps", "FPS"), ("miou", "mIoU"),
+    ("median_ms", "median ms"), ("p90_ms", "p90 ms"), ("fps", "FPS"), ("e2e_ms", "end to end ms @ camera"), ("miou", "mIoU"),
     ("miou_drop", "drop [95 % interval]"), ("eval_images", "images"), ("argmax_agreement", "agree %"), ("peak_rss_mb", "peak MB"), ("status", "status"),
     ("pareto", "Pareto"), ("cpu", "machine"),
 )
@@ -73,6 +73,7 @@ def _cells(row: dict) -> dict[str, str]:
         "size": f"{row.get('height')}x{row.get('width')}" + (f" ×{row['batch']}" if (row.get("batch") or 1) > 1 else ""),
         "median_ms": fmt(row.get("median_ms"), ".1f"), "p90_ms": fmt(row.get("p90_ms"), ".1f"),
         "fps": fmt(row.get("fps"), ".2f"),
+        "e2e_ms": fmt(row.get("e2e_ms"), ".1f") + (f" @ {row['camera']}" if row.get("e2e_ms") is not None and row.get("camera") else ""),
         "miou": fmt(None if row.get("miou") is None else 100 * row["miou"], ".2f"),
         "miou_drop": fmt(row.get("miou_drop"), "+.2f") + (
             f" [{row['drop_low']:+.2f}, {row['drop_high']:+.2f}]"

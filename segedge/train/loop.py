@@ -142,6 +142,19 @@ def open_splits(config: TrainConfig, log=lambda _: None):
     return train, val, tuple(train.class_names)
 
 
+def _render_scenes(scenes: SyntheticScenes, count: int, what: str, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Scenes ``0 .. count-1`` as ``scenes.batch`` returns them, with a bar saying what the wait is."""
+    from tqdm import tqdm
+
+    height, width = scenes.size
+    images = np.empty((count, height, width, 3), dtype=np.uint8)
+    masks = np.empty((count, height, width), dtype=np.uint8)
+    for index in tqdm(range(count), desc=f"rendering {count} synthetic {what} scenes ({height}x{width})",
+                      unit="scene", disable=not progress):
+        images[index], masks[index] = scenes[index]
+    return images, masks
+
+
 def evaluate_torch(module, spec, images: np.ndarray, masks: np.ndarray, num_classes: int, batch: int = 2) -> SegmentationScores:
     """Scores of a torch module on uint8 images / masks (the FP32 reference's score)."""
     import torch
@@ -189,9 +202,9 @@ def train(config: TrainConfig, out: str | Path | None = None, progress: bool = T
     criterion = build_loss(config.loss, num_classes, IGNORE_INDEX)
     started = time.perf_counter()
     synthetic = config.data == "synthetic"
-    pool = train_set.batch(0, config.train_scenes) if synthetic else None
+    pool = _render_scenes(train_set, config.train_scenes, "training", progress) if synthetic else None
     val_count = min(config.val_images, len(val_set))
-    val_images, val_masks = val_set.batch(0, val_count)
+    val_images, val_masks = _render_scenes(val_set, val_count, "val", progress) if synthetic else val_set.batch(0, val_count)
 
     model = spec.build(num_classes=num_classes, width=config.width).train()
     if config.optimizer == "adamw":
@@ -221,10 +234,20 @@ def train(config: TrainConfig, out: str | Path | None = None, progress: bool = T
             scheduler.step(scores.mean_iou)
         return scores.mean_iou
 
-    bar = tqdm(range(start_it, config.iterations), desc=f"train {spec.name}", disable=not progress, unit="it",
-               initial=start_it, total=config.iterations)
-    last_miou = float("nan")
-    for it in bar:
+    bar = tqdm(desc=f"train {spec.name}", disable=not progress, unit="it", initial=start_it, total=config.iterations)
+    last_miou, loss_value = (history[-1]["miou"] if history else None), None
+
+    def show(doing: str | None = None) -> None:
+        """Only figures known so far (no mIoU before the first evaluation), and what a long pause is doing."""
+        figures = {} if loss_value is None else {"loss": f"{loss_value:.3f}"}
+        if last_miou is not None:
+            figures["mIoU"] = f"{100 * last_miou:.1f}"
+        if doing:
+            figures["now"] = doing
+        bar.set_postfix(figures, refresh=doing is not None)
+
+    evaluating = f"evaluating on {val_count} val images"
+    for it in range(start_it, config.iterations):
         crops = [sample() for _ in range(config.batch_size)]
         x = torch.from_numpy(to_network_input(np.stack([c[0] for c in crops]), spec.mean, spec.std))
         y = torch.from_numpy(np.stack([c[1] for c in crops]).astype(np.int64))
@@ -238,14 +261,18 @@ def train(config: TrainConfig, out: str | Path | None = None, progress: bool = T
         optimizer.step()
         if config.schedule != "plateau":
             scheduler.step()
-        done = it + 1
+        done, loss_value = it + 1, loss.item()
+        bar.update()
         if config.eval_every and done % config.eval_every == 0 and done < config.iterations:
+            show(evaluating)
             last_miou = evaluate(done)
             model.train()
             _save_state(state_path(path), config, model, optimizer, scheduler, rng, done, best, history)
-        known = {"mIoU": f"{100 * last_miou:.1f}"} if last_miou == last_miou else {}  # no mIoU before the first evaluation
-        bar.set_postfix(loss=f"{loss.item():.3f}", **known)
-    evaluate(config.iterations)
+        show()
+    show(evaluating)
+    last_miou = evaluate(config.iterations)
+    show()
+    bar.close()
     model.load_state_dict(best["state_dict"])
     info = {
         "config": config.recipe(),

@@ -103,3 +103,16 @@ def test_profile_value_types_are_checked_when_loaded(tmp_path, text, message):
     with pytest.raises(ProfileError) as err:
         load_profile_file(path)
     assert message in str(err.value)
+
+
+def test_camera_size_is_checked(tmp_path):
+    base = 'name = "t"\ndescription = "d"\nbackend = "onnxruntime"\nprecisions = ["fp32"]\ninput_size = [64, 64]\n'
+    path = tmp_path / "p.toml"
+    path.write_text(base + "camera_size = [1080]\n")
+    with pytest.raises(ProfileError, match="camera_size must be \\[height, width\\]"):
+        load_profile_file(path)
+    path.write_text(base + 'camera_size = ["1080p"]\n')
+    with pytest.raises(ProfileError, match="camera_size must be a list of integers"):
+        load_profile_file(path)
+    path.write_text(base + "camera_size = [1080, 1920]\n")
+    assert load_profile_file(path).camera_size == (1080, 1920)

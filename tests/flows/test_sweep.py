@@ -15,6 +15,7 @@ backend = "onnxruntime"
 providers = ["CPUExecutionProvider"]
 precisions = ["fp32", "int8"]
 input_size = [64, 128]
+camera_size = [90, 160]
 threads = 1
 warmup_runs = 1
 min_runs = 3
@@ -49,6 +50,10 @@ def test_each_model_precision_gets_a_row_with_figures(swept):
         assert r["median_ms"] > 0 and r["p99_ms"] >= r["median_ms"] >= r["min_ms"] > 0
         assert r["runs"] >= 3 and r["fps"] == pytest.approx(1000 / r["median_ms"])
         assert r["pre_ms"] > 0 and r["post_ms"] > 0
+        # the end-to-end column: segedge.Predictor on a camera-size frame, its pre/post plus the row's inference
+        assert r["camera"] == "90x160" and r["e2e_pre_ms"] > 0 and r["e2e_post_ms"] > 0
+        assert r["e2e_ms"] == pytest.approx(r["e2e_pre_ms"] + r["median_ms"] + r["e2e_post_ms"])
+        assert r["e2e_fps"] == pytest.approx(1000 / r["e2e_ms"])
         assert 0 <= r["argmax_agreement"] <= 1 and r["reference_miou"] > 0
     assert unet["fp32"]["status"] == "ok" and abs(unet["fp32"]["miou_drop"]) <= 0.1
 

@@ -80,3 +80,35 @@ def test_a_fresh_virtual_environment_without_torch_runs_predict_and_bench(artifa
         done = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=tmp_path)
         assert done.returncode == 0, done.stderr
     assert list((tmp_path / "masks").glob("*.png"))
+
+
+def test_a_zoo_models_artifact_is_benched_as_exported_where_torch_cannot_be_imported(tiny_checkpoint, tmp_path):
+    """`bench --artifact` (what `--remote` runs on the device): the workstation's export, nothing rebuilt, no torch."""
+    import sqlite3
+
+    from segedge.flows.export import ExportConfig, export_model
+    from segedge.graph.int8 import Int8Config
+
+    exported = export_model(ExportConfig(model="unet", checkpoint=tiny_checkpoint.path, input_size=(64, 128),
+                                         eval_images=2, precisions=("int8",), int8_config=Int8Config(calib_images=4),
+                                         store=tmp_path / "workstation", threads=1))
+    before = sorted(p.name for p in exported.directory.iterdir())
+    launcher = tmp_path / "no_torch.py"
+    launcher.write_text(NO_TORCH)
+    store = tmp_path / "device.sqlite"
+    done = subprocess.run([sys.executable, str(launcher), "bench", "--profile", "cpu", "--artifact",
+                           f"unet={exported.directory}", "--precisions", "fp32,int8", "--eval-images", "2", "--quick",
+                           "--quiet", "--results", str(store), "--out", str(tmp_path / "device-export")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = {r[0]: r[1:] for r in sqlite3.connect(store).execute(
+        "SELECT precision, model, status, height, width, artifact_sha256 FROM measurements")}
+    assert set(rows) == {"fp32", "int8"}
+    assert all(r[0] == "unet" and r[1] != "failed" and r[2:4] == (64, 128) for r in rows.values())
+    assert rows["int8"][4] == exported.manifest["stages"]["int8"]["sha256"]  # the very file exported, not a rebuild
+    assert not (tmp_path / "device-export").exists() or not any((tmp_path / "device-export").rglob("*.onnx"))
+    assert sorted(p.name for p in exported.directory.iterdir()) == before
+    missing = subprocess.run([sys.executable, str(launcher), "bench", "--profile", "cpu", "--artifact",
+                              f"unet={exported.directory}", "--precisions", "fp16", "--quick", "--quiet",
+                              "--results", str(store)], capture_output=True, text=True, timeout=300)
+    assert "has no fp16 stage (model.fp16.onnx); export it where torch is installed" in missing.stdout + missing.stderr

@@ -23,6 +23,9 @@ def add_parser(sub) -> None:
     g = p.add_argument_group("your models and data (as `segedge export` takes them)")
     g.add_argument("--onnx", action="append", metavar="[NAME=]PATH", help="an ONNX made elsewhere (repeatable); the row's "
                    "model is NAME, else the file's stem")
+    g.add_argument("--artifact", action="append", metavar="[NAME=]DIR", help="a directory `segedge export` wrote, run "
+                   "as it is (repeatable): nothing rebuilt and no torch needed (the device's light install); its "
+                   "reference is its own FP32 ONNX; the row's model is NAME, else the manifest's")
     g.add_argument("--model", action="append", metavar="[NAME=]PACKAGE.MODULE:FUNCTION", help="any nn.Module (repeatable; "
                    "imported and run: only name code you trust); weights with --checkpoint NAME=PATH")
     g.add_argument("--data", default="synthetic", help=f"evaluation and calibration data: {DATA_KINDS}")
@@ -133,6 +136,20 @@ def _own_sources(args: argparse.Namespace):
         if not sep or ":" in name:
             name, reference = reference.replace(":", ".").split(".")[-1] if sep else item.split(":")[-1], item
         sources.append(BenchSource(name, model=reference, checkpoint=checkpoints.get(name)))
+    for item in args.artifact or []:
+        name, sep, path = item.partition("=")
+        directory = Path(path if sep else item)
+        if not (directory / "manifest.json").is_file():
+            raise SegedgeError(f"{directory} holds no segedge manifest.json; --artifact takes a directory `segedge "
+                               f"export` wrote (export/<model>/<hash>)")
+        if not sep:
+            import json
+
+            try:
+                name = json.loads((directory / "manifest.json").read_text()).get("model") or directory.parent.name
+            except (OSError, ValueError) as exc:
+                raise SegedgeError(f"{directory / 'manifest.json'} is unreadable ({exc})") from None
+        sources.append(BenchSource(name, artifact=directory))
     for source in sources:
         if source.onnx is not None and not source.onnx.is_file():
             raise SegedgeError(f"ONNX file {source.onnx} does not exist")

@@ -28,7 +28,6 @@ from segedge.backends.registry import get_backend
 from segedge.core.artifacts import machine_timing_lock
 from segedge.core.errors import ArtifactError, SegedgeError, brief
 from segedge.core.hardware import Machine
-from segedge.core.precision import get_precision
 from segedge.core.results import STATUS_MARK, ResultsStore
 from segedge.data.transforms import class_map
 from segedge.flows.export import ExportConfig, eval_count_for, evaluation_sets, export_model, reference_for, resolve_source
@@ -46,10 +45,16 @@ class BenchSource:
     model: str = ""  # a zoo name or package.module:function
     onnx: Path | None = None
     checkpoint: Path | None = None
+    artifact: Path | None = None  # a directory `segedge export` wrote, run as it is (no torch, nothing rebuilt)
 
     @property
     def zoo(self) -> bool:
-        return self.onnx is None and ":" not in self.model
+        return self.onnx is None and self.artifact is None and ":" not in self.model
+
+    @property
+    def fixed_size(self) -> bool:
+        """Its own input size rules (an outside ONNX's, an artifact's), not the profile's."""
+        return self.onnx is not None or self.artifact is not None
 
 
 @dataclass(frozen=True)
@@ -152,7 +157,7 @@ def run_sweep(
 
 def _size_of(source: BenchSource, export: ExportConfig, profile: Profile) -> tuple[int, int]:
     """An outside ONNX with a fixed input size runs at that size; anything else at the profile's."""
-    if source.onnx is not None:
+    if source.fixed_size:
         return tuple(resolve_source(export).spec.default_input_size)
     return tuple(profile.input_size)
 
@@ -170,13 +175,14 @@ def export_config_for(profile: Profile, source: BenchSource, precision: str, inp
 
     Profiles with batch sizes above 1 get a batch-dynamic graph, so every batch size times one artifact.
     """
-    size = input_size or (None if source.onnx is not None else tuple(profile.input_size))
+    size = input_size or (None if source.fixed_size else tuple(profile.input_size))
     own = not source.zoo
     icfg = Int8Config(scheme=int8_scheme, **({"calib_images": config.calib_images} if config.calib_images else {}))
     return ExportConfig(
         dynamic_batch=max(profile.batch_sizes) > 1,
         model=source.model,
         onnx=source.onnx,
+        artifact=source.artifact,
         checkpoint=source.checkpoint,
         input_size=size,
         precisions=(precision,),

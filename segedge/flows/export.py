@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -64,6 +64,9 @@ class ExportConfig:
     output: str | None = None  # scores, sigmoid or logit (one channel); None: read from the graph
     threshold: float = 0.5  # one-channel outputs: the foreground cut (a probability)
     calib_data: str | None = None  # calibration images from another dataset (its train split); None: --data's
+    # a directory `segedge export` wrote, run as it is (a device with the light install: nothing rebuilt, no
+    # torch); its FP32 reference is its own model.onnx on onnxruntime, which passed the >= 99.9 % gate vs torch
+    artifact: Path | None = None
 
     def __post_init__(self) -> None:
         wanted = set(parse_precisions(self.precisions)) - {"fp32"}
@@ -109,8 +112,38 @@ def _zoo_checkpoint(config: ExportConfig, log: Log, progress: bool) -> Checkpoin
     return trained_checkpoint(recipe, progress=progress)
 
 
+def exported_artifact(config: ExportConfig) -> ExportResult:
+    """An artifact directory as it is: every stage ``config`` asks for must be there (nothing is rebuilt)."""
+    directory = Path(config.artifact)
+    art = ArtifactDir(directory)
+    if not art.manifest_path.is_file():
+        raise ArtifactError(f"{directory} holds no segedge manifest.json; give a directory `segedge export` wrote")
+    manifest = art.read_manifest()
+    for precision in ("fp32", *config.precisions):
+        stage = config.stage_of(precision)
+        entry = manifest["stages"].get(stage)
+        if entry is None or not (directory / entry["file"]).is_file():
+            raise ArtifactError(f"{directory} has no {stage} stage ({STAGES[stage].file}); export it where torch is "
+                                f"installed (segedge export --{precision}), then copy the directory here")
+    return ExportResult(directory, manifest)
+
+
+def _artifact_source(config: ExportConfig) -> Source:
+    """The FP32 reference of an artifact directory: its model.onnx with the manifest's normalisation and io."""
+    result = exported_artifact(replace(config, precisions=()))
+    manifest = result.manifest
+    norm, io = manifest.get("normalization", {}), manifest.get("io") or {}
+    names = tuple(manifest.get("class_names") or ())
+    source = onnx_source(result.file("onnx"), tuple(manifest["config"]["input_size"]), norm.get("mean"), norm.get("std"),
+                         len(names) or None, names or None, io.get("input_layout"), io.get("output"),
+                         io.get("threshold", 0.5))
+    return replace(source, name=manifest.get("model") or source.name)
+
+
 def resolve_source(config: ExportConfig, log: Log = lambda _: None, progress: bool = False) -> Source:
     """The FP32 reference for ``config``: a given ONNX, a ``package.module:function``, or a zoo model."""
+    if config.artifact is not None:
+        return _artifact_source(config)
     if config.onnx is not None:
         return onnx_source(config.onnx, config.input_size, config.mean, config.std, config.num_classes, config.class_names,
                            config.layout, config.output, config.threshold)
@@ -238,6 +271,8 @@ def calibration_setup(config: ExportConfig, exported: "ExportResult", log: Log =
 
 def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool = False) -> ExportResult:
     """Run the chain for ``config``; returns the artifact directory and its manifest."""
+    if config.artifact is not None:
+        return exported_artifact(config)
     config.int8_config.validate()
     if config.eval_images is not None and config.eval_images < 1:
         raise ValueError("eval_images must be >= 1")

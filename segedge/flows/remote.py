@@ -331,17 +331,23 @@ def bench_on_device(target: SshTarget, profile_arg: str, models: tuple[str, ...]
         _raise_for(target, dry, before_rows=True)
         int8_scheme = device_int8_scheme(said, profile)
 
-        remote_args = ["bench", "--profile", remote_profile, "--models", ",".join(models),
-                       "--precisions", ",".join(precisions), "--input-size", f"{size[0]}x{size[1]}",
+        remote_args = ["bench", "--profile", remote_profile, "--precisions", ",".join(precisions),
                        "--eval-images", str(eval_images), "--results", REMOTE_STORE, "--out", REMOTE_EXPORT, "--quiet"]
         remote_args += ["--quick"] if quick else []
         remote_args += ["--force"] if force else []
         shipment = Shipment()
+        rebuild = []  # models whose export failed here: the device tries them itself (it needs torch for that)
         for model in models:
-            remote_ckpt = _export_here(profile, model, precisions, size, eval_images, checkpoints.get(model),
-                                       artifacts, shipment, scratch, log, progress, int8_scheme)
-            if remote_ckpt:
-                remote_args += ["--checkpoint", f"{model}={remote_ckpt}"]
+            remote_dir, remote_ckpt = _export_here(profile, model, precisions, size, eval_images, checkpoints.get(model),
+                                                   artifacts, shipment, scratch, log, progress, int8_scheme)
+            if remote_dir:  # run as exported: the device needs only the light install (no torch)
+                remote_args += ["--artifact", f"{model}={remote_dir}"]
+            else:
+                rebuild.append(model)
+                if remote_ckpt:
+                    remote_args += ["--checkpoint", f"{model}={remote_ckpt}"]
+        if rebuild:
+            remote_args += ["--models", ",".join(rebuild), "--input-size", f"{size[0]}x{size[1]}"]
         ship(target, shipment, log)
 
         log(f"{target.host}: segedge bench --profile {profile.name} (engines are built and timed on the device)")
@@ -382,24 +388,31 @@ def device_int8_scheme(dry_run_stdout: list[str], profile) -> str:
 
 
 def _export_here(profile, model: str, precisions, size, eval_images: int, checkpoint: Path | None, artifacts: Path,
-                 shipment: Shipment, scratch: Path, log: Log, progress: bool, int8_scheme: str) -> str | None:
+                 shipment: Shipment, scratch: Path, log: Log, progress: bool,
+                 int8_scheme: str) -> tuple[str | None, str | None]:
     """Export (or reuse) this model's ONNX artifacts here and add them to the shipment.
 
-    The ExportConfig is the one ``run_sweep`` builds on the device, so there every stage is found intact and
-    reused instead of exported again. Returns the checkpoint's path on the device.
+    The device benches the directory as it is (``bench --artifact``): no torch there, nothing rebuilt. Returns
+    (the artifact directory on the device, or None when nothing could be exported here; the checkpoint there).
+    A backend that races INT8 graphs (OpenVINO: NNCF's and segedge's own) gets each exported here.
     """
     from segedge.flows.export import export_model
     from segedge.models.registry import get_spec
-    from segedge.core.precision import get_precision
     from segedge.flows.bench import BenchConfig, BenchSource, export_config_for
+
+    from segedge.backends.registry import get_backend
 
     spec = get_spec(model)
     remote_ckpt = shipment.add_content_addressed(checkpoint, "checkpoints") if checkpoint else None
-    for precision in precisions:
+    remote_dir = None
+    schemes = dict.fromkeys((int8_scheme, *(() if profile.int8_scheme else
+                                           get_backend(profile.backend).int8_candidates(None))))
+    jobs = [(p, s) for p in precisions for s in (schemes if p == "int8" else (int8_scheme,))]
+    for precision, scheme in jobs:
         bench = BenchConfig(models=(), precisions=(precision,), input_size=size, store=Path("."), artifacts=artifacts,
                             eval_images=eval_images)
         config = export_config_for(profile, BenchSource(spec.name, model=spec.name, checkpoint=checkpoint), precision,
-                                   size, bench, profile.threads or os.cpu_count() or 1, int8_scheme)
+                                   size, bench, profile.threads or os.cpu_count() or 1, scheme)
         try:
             result = export_model(config, log=lambda line: log(f"{model} {line}"), progress=progress)
         except SegedgeError as exc:
@@ -409,12 +422,12 @@ def _export_here(profile, model: str, precisions, size, eval_images: int, checkp
         if remote_ckpt is None and manifest.get("checkpoint"):  # cached trained weights: send the same file
             remote_ckpt = shipment.add_content_addressed(Path(manifest["checkpoint"]), "checkpoints")
         remote_dir = f"{REMOTE_EXPORT}/{result.directory.relative_to(artifacts).as_posix()}"
-        for stage in dict.fromkeys(("onnx", "sim", get_precision(precision).stage)):
+        for stage in dict.fromkeys(("onnx", "sim", config.stage_of(precision))):
             entry = manifest["stages"][stage]
             shipment.add_file(result.directory / entry["file"], f"{remote_dir}/{entry['file']}", entry["sha256"])
         on_device = {**manifest, "checkpoint": remote_ckpt}  # the device loads weights from its own copy
         shipment.add_bytes((json.dumps(on_device, indent=2) + "\n").encode(), f"{remote_dir}/{MANIFEST_NAME}", scratch)
-    return remote_ckpt
+    return remote_dir, remote_ckpt
 
 
 def _fetch_and_merge(target: SshTarget, store: Path, scratch: Path) -> tuple[int, str | None]:

@@ -218,7 +218,7 @@ def add_precisions_option(p: argparse.ArgumentParser, default: str) -> None:
 
 # INT8 flags; the order is that of the "only apply with --int8" message
 INT8_FLAGS = ("calib_images", "calib_method", "calib_select", "activation", "int8_scheme", "max_drop",
-              "max_search_steps", "search_order", "equalize")
+              "max_search_steps", "search_order", "equalize", "quantize_classifier")
 
 
 def add_int8(p: argparse.ArgumentParser, *, search: bool = True) -> None:
@@ -235,6 +235,8 @@ def add_int8(p: argparse.ArgumentParser, *, search: bool = True) -> None:
                    help="cross-layer equalization before calibration (depthwise-heavy nets: MobileNet, ENet)")
     g.add_argument("--int8-scheme", choices=tuple(INT8_SCHEMES),
                    help="INT8 scheme of the target (default x86; arm: s8 symmetric; tensorrt: s8 symmetric, zero points 0, float biases)")
+    g.add_argument("--quantize-classifier", action="store_const", const=True, default=None,
+                   help="quantize the classifier too (default: it stays float, recorded in the manifest)")
     if not search:
         return
     g.add_argument("--activation", choices=("u8", "s8"),
@@ -261,6 +263,7 @@ def int8_config(args: argparse.Namespace):
         max_drop=given["max_drop"],
         max_search_steps=given["max_search_steps"] or Int8Config.max_search_steps,
         search_order=given["search_order"] or Int8Config.search_order,
+        quantize_classifier=bool(given["quantize_classifier"]),
     )
 
 

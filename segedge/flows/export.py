@@ -429,6 +429,7 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
                             raise CalibrationError(f"INT8 quantization of {source.name} failed: {brief(exc)}") from None
                         if graph.equalization is not None:
                             info["equalization"] = graph.equalization
+                        info["float_classifier"] = [] if icfg.quantize_classifier else graph.classifier()
                         if icfg.max_drop is not None:
                             info.update(mixed_precision(graph, candidate, art.file(STAGES["onnx"].file)))
                 if opsets:

@@ -11,11 +11,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from segedge.core.artifacts import scratch_dir
-from segedge.backends.onnxruntime import OnnxRuntimeRunner
 from segedge.flows.export import ExportConfig, calibration_feed, calibration_setup, export_model, reference_for
 from segedge.graph.int8 import calibrated_graph
 from segedge.verify.compare import ParityReport, compare_to_reference
-from segedge.verify.sensitivity import Log, LayerSensitivity, blocks, layer_sensitivity, torch_scopes
+from segedge.verify.sensitivity import Log, LayerSensitivity, blocks, checker, layer_sensitivity, torch_scopes
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ def model_sensitivity(config: ExportConfig, block_depth: int | None = None, log:
         with scratch_dir("sensitivity") as work:
             full_path = Path(work) / "full.onnx"
             graph.quantize(full_path)
-            full = compare_to_reference(OnnxRuntimeRunner(full_path, threads=setup.threads), reference)
+            full = compare_to_reference(checker(graph, full_path, setup.threads), reference)
 
         def tick(done: int, total: int) -> None:
             if progress:

@@ -53,7 +53,8 @@ def test_int8_graph_has_qdq_around_every_conv(exported):
     model = onnx.load(result.file("int8"))
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > ops.count("QuantizeLinear")
-    assert result.manifest["stages"]["int8"]["float_convs_left"] == 0
+    entry = result.manifest["stages"]["int8"]
+    assert entry["float_convs_left"] == len(entry["float_classifier"]) == 1  # every conv but the classifier
     # u8 activations for x86 onnxruntime: activation QuantizeLinear zero points are uint8
     zero_points = {t.name: t for t in model.graph.initializer}
     q_zero_types = {zero_points[n.input[2]].data_type for n in model.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in zero_points}
@@ -193,8 +194,10 @@ def test_mixed_precision_budget_lands_in_the_manifest(tiny_checkpoint, tmp_path,
         # says so, keeps the most accurate candidate tried, and the normal INT8 gate still decided
         assert entry["warnings"] == [search["message"]] and "NOT met" in search["message"]
         assert len(search["steps"]) == 2 and search["steps"][-1]["float_layers"] == search["quantizable_layers"]
-        assert all(k["why"].startswith("quantized alone it costs") for k in search["kept_float"])
-        assert entry["float_convs_left"] == len(search["kept_float"])
+        assert all(k["why"].startswith(("quantized alone it costs", "in block ")) for k in search["kept_float"])
+        kept_convs = {k["layer"] for k in search["kept_float"] if k["op_type"] in ("Conv", "ConvTranspose")}
+        assert entry["float_convs_left"] == len(kept_convs | set(entry["float_classifier"]))
+        assert search["order"] == "blocks" and all("drop_high" in step for step in search["steps"])
         assert entry["parity"]["argmax_agreement"] >= entry["gate"]["min_argmax_agreement"]
     assert {"fp32", "full_int8", "chosen"} <= set(search["latency_ms"])
 
@@ -230,12 +233,13 @@ def test_output_first_search_keeps_the_last_layers_float_without_measuring_each(
     kept = [k["layer"] for k in search["kept_float"]]
     import onnx
 
-    from segedge.graph.int8 import QUANTIZABLE_OPS
+    from segedge.graph.int8 import OTHER_QUANTIZED_OPS, QUANTIZABLE_OPS, Int8Config as Config
 
-    # the prepared graph's layer order is the simplified graph's: the kept ones are its last convs, last first
-    order = [n.name for n in onnx.load(str(result.file("sim"))).graph.node if n.op_type in QUANTIZABLE_OPS]
+    # the prepared graph's layer order is the simplified graph's: the kept ones are its last layers, last first
+    kinds = set(QUANTIZABLE_OPS) | (set(OTHER_QUANTIZED_OPS) & set(Config().op_types()))
+    order = [n.name for n in onnx.load(str(result.file("sim"))).graph.node if n.op_type in kinds and n.name]
     assert [step["float_layers"] for step in search["steps"]] == [1, 2, search["quantizable_layers"]]
     assert kept == order[::-1][: len(kept)]  # the most accurate candidate tried: a prefix of output-first order
     assert all(k["why"].startswith("among the layers nearest the output") for k in search["kept_float"])
-    with pytest.raises(InputSizeError, match="--search-order must be one of sensitivity, output-first"):
+    with pytest.raises(InputSizeError, match="--search-order must be one of blocks, sensitivity, output-first"):
         Int8Config(search_order="random").validate()

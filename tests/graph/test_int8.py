@@ -14,6 +14,7 @@ from segedge.models.registry import get_spec
 
 SIZE = (64, 128)
 SPEC = get_spec("unet")
+ORT_SCHEMES = [name for name, scheme in INT8_SCHEMES.items() if scheme.quantizer == "onnxruntime"]  # NNCF's: tests/backends/test_openvino.py
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +35,10 @@ def quantized(fp32, tmp_path_factory):
     out = tmp_path_factory.mktemp("int8")
     ranges = out / "ranges.json"
     infos = {}
-    for name in INT8_SCHEMES:
+    for name in ORT_SCHEMES:
         infos[name] = int8_from_onnx(sim, out / f"{name}.onnx", lambda: iter(calib[i : i + 1] for i in range(8)),
-                                     Int8Config(calib_images=8, scheme=name), available_images=8, ranges_cache=ranges)
+                                     Int8Config(calib_images=8, scheme=name, quantize_classifier=True), available_images=8,
+                                     ranges_cache=ranges)
     return {name: (onnx.load(str(out / f"{name}.onnx")), info) for name, info in infos.items()}
 
 
@@ -142,10 +144,13 @@ def test_one_layer_alone_or_all_but_some(fp32, tmp_path):
     with calibrated_graph(sim, lambda: iter(calib[i : i + 1] for i in range(4)), config, 8) as graph:
         layers = graph.layers()
         assert [layer.op_type for layer in layers].count("ConvTranspose") == 4
-        alone = graph.quantize(tmp_path / "one.onnx", only=[layers[0].name])
-        assert alone["float_convs_left"] == len(layers) - 1
-        most = graph.quantize(tmp_path / "most.onnx", exclude=[layers[0].name, layers[-1].name])
-        assert most["float_convs_left"] == 2
+        # the other compute ops are layers too (their losses show under their own names), each by its node name
+        assert {"Concat", "MaxPool"} <= {layer.op_type for layer in layers}
+        convs = [layer for layer in layers if layer.op_type in ("Conv", "ConvTranspose")]
+        alone = graph.quantize(tmp_path / "one.onnx", only=[convs[0].name])
+        assert alone["float_convs_left"] == len(convs) - 1
+        most = graph.quantize(tmp_path / "most.onnx", exclude=[convs[0].name, convs[-2].name])
+        assert most["float_convs_left"] == 3  # those two and the classifier, float by default
         with pytest.raises(InputSizeError, match="no quantizable layer named node_nope in the prepared graph"):
             graph.quantize(tmp_path / "bad.onnx", exclude=["node_nope"])
 
@@ -236,7 +241,7 @@ def test_softmax_stays_float_while_the_matmuls_around_it_are_quantized(tmp_path)
 
     def softmax_output_scale(float_ops) -> float:
         dst = tmp_path / f"attention.{len(float_ops)}.onnx"
-        int8_from_onnx(src, dst, lambda: iter(inputs), Int8Config(calib_images=4, float_ops=float_ops),
+        int8_from_onnx(src, dst, lambda: iter(inputs), Int8Config(calib_images=4, float_ops=float_ops, quantize_classifier=True),
                        available_images=4, ranges_cache=tmp_path / "ranges.json")
         model = onnx.load(str(dst))
         produced = {out: n for n in model.graph.node for out in n.output}
@@ -252,3 +257,56 @@ def test_softmax_stays_float_while_the_matmuls_around_it_are_quantized(tmp_path)
     assert softmax_output_scale(()) == pytest.approx(1 / 255)  # onnxruntime's default: fixed [0, 1]
     calibrated = softmax_output_scale(FLOAT_OPS)
     assert calibrated < 0.9 / 255  # the probabilities' own range: finer steps
+
+
+def _graph(nodes, output="out"):
+    import onnx
+    from onnx import TensorProto, helper
+
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])]
+    outputs = [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)]
+    return helper.make_model(helper.make_graph(nodes, "g", inputs, outputs), opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_the_classifier_is_found_behind_upsampling_softmax_and_a_fusion_sum():
+    from onnx import helper
+
+    from segedge.graph.int8 import classifier_layers
+
+    # stem conv -> feature conv -> classifier conv -> Resize -> Softmax -> output
+    plain = _graph([helper.make_node("Conv", ["x", "w0"], ["a"], name="stem"),
+                    helper.make_node("Conv", ["a", "w1"], ["b"], name="features"),
+                    helper.make_node("Conv", ["b", "w2"], ["c"], name="classifier"),
+                    helper.make_node("Resize", ["c", "", "scales"], ["d"], name="up"),
+                    helper.make_node("Softmax", ["d"], ["out"], name="soft", axis=1)])
+    assert classifier_layers(plain) == ["classifier"]
+    # DeepLab v2's ASPP-L: four dilated classifiers summed; FCN's learnable upsampling is itself the last layer
+    aspp = _graph([helper.make_node("Conv", ["x", "w0"], ["f"], name="backbone")]
+                  + [helper.make_node("Conv", ["f", f"w{i}"], [f"s{i}"], name=f"aspp{i}") for i in range(4)]
+                  + [helper.make_node("Add", ["s0", "s1"], ["t0"]), helper.make_node("Add", ["s2", "s3"], ["t1"]),
+                     helper.make_node("Add", ["t0", "t1"], ["out"])])
+    assert classifier_layers(aspp) == ["aspp0", "aspp1", "aspp2", "aspp3"]
+    fcn = _graph([helper.make_node("Conv", ["x", "w0"], ["s"], name="score"),
+                  helper.make_node("ConvTranspose", ["s", "w1"], ["out"], name="upscore")])
+    assert classifier_layers(fcn) == ["upscore"]
+    # a Mul is not a pass-through: nothing behind it counts as the classifier
+    gated = _graph([helper.make_node("Conv", ["x", "w0"], ["a"], name="conv"),
+                    helper.make_node("Mul", ["a", "x"], ["out"], name="gate")])
+    assert classifier_layers(gated) == []
+
+
+def test_the_classifier_stays_float_by_default_and_the_flag_quantizes_it(fp32, tmp_path):
+    from segedge.graph.int8 import classifier_layers, qdq_counts
+
+    sim, calib, _ = fp32
+    for quantize_classifier, float_convs in ((False, 1), (True, 0)):
+        config = Int8Config(calib_images=2, quantize_classifier=quantize_classifier)
+        assert config.as_dict()["quantize_classifier"] is quantize_classifier  # part of the artifact's key
+        with calibrated_graph(sim, lambda: iter(calib[i : i + 1] for i in range(2)), config, 8) as graph:
+            dst = tmp_path / f"q{int(quantize_classifier)}.onnx"
+            graph.quantize(dst)
+            classifier = graph.classifier()
+        assert len(classifier) == 1
+        model = onnx.load(str(dst))
+        assert qdq_counts(model)["float_convs_left"] == float_convs
+        assert classifier_layers(model) == classifier  # the same node, by name, in the quantized graph

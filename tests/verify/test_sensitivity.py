@@ -33,7 +33,7 @@ def setup(tiny_checkpoint, tmp_path_factory):
     calib, _ = SyntheticScenes("calib", 8, size=SIZE, seed=0).batch(0, 8)
     inputs = to_network_input(calib, source.spec.mean, source.spec.std)
     with calibrated_graph(result.file("sim"), lambda: iter(inputs[i : i + 1] for i in range(8)),
-                          Int8Config(calib_images=8), 8) as graph:
+                          Int8Config(calib_images=8, quantize_classifier=True), 8) as graph:
         yield graph, reference, torch_scopes(result.file("onnx"))
 
 
@@ -145,3 +145,29 @@ def test_cli_prints_the_table_and_writes_the_chart(tiny_checkpoint, tmp_path, ca
 def _full_int8_drop(graph, reference, tmp_path) -> float:
     graph.quantize(tmp_path / "full.onnx")
     return compare_to_reference(OnnxRuntimeRunner(tmp_path / "full.onnx", threads=2), reference).miou_drop
+
+
+def test_block_ranking_covers_every_layer_with_fewer_evaluations(setup, monkeypatch):
+    import math
+
+    from segedge.verify import sensitivity
+    from segedge.verify.sensitivity import REFINE_BLOCKS, auto_blocks, block_ranking
+
+    graph, reference, scopes = setup
+    layers = [layer.name for layer in graph.layers()]
+    groups = auto_blocks(graph, scopes)
+    assert 6 <= len(groups) <= 24 and sorted(n for g in groups.values() for n in g) == sorted(layers)
+    unnamed = auto_blocks(graph, {})  # an outside ONNX: runs of consecutive layers in graph order
+    assert [n for g in unnamed.values() for n in g] == layers and 10 <= len(unnamed) <= 13
+
+    evaluations = []
+    real = sensitivity.compare_to_reference
+    monkeypatch.setattr(sensitivity, "compare_to_reference", lambda *a: evaluations.append(1) or real(*a))
+    ranking = block_ranking(graph, reference, threads=2, scopes=scopes)
+    assert sorted(r.name for r in ranking) == sorted(layers)  # every layer once
+    measured = [r for r in ranking if not math.isnan(r.miou_drop)]
+    worst = sorted(groups.items(), key=lambda kv: -len(kv[1]))  # (only to bound the count below)
+    assert measured == ranking[: len(measured)] and measured  # measured layers first, most costly first
+    assert measured == sorted(measured, key=lambda r: (-round(r.miou_drop, 3), r.argmax_agreement))
+    assert len(evaluations) == len(groups) + len(measured) < len(layers)
+    assert len(measured) <= sum(len(g) for _, g in worst[:REFINE_BLOCKS])

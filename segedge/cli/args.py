@@ -218,13 +218,13 @@ def add_precisions_option(p: argparse.ArgumentParser, default: str) -> None:
 
 # INT8 flags; the order is that of the "only apply with --int8" message
 INT8_FLAGS = ("calib_images", "calib_method", "calib_select", "activation", "int8_scheme", "max_drop",
-              "max_search_steps", "search_order", "equalize", "quantize_classifier")
+              "max_search_steps", "search_order", "equalize", "quantize_classifier", "op_set")
 
 
 def add_int8(p: argparse.ArgumentParser, *, search: bool = True) -> None:
     """INT8 calibration and scheme; ``search``: also the ``--max-drop`` mixed-precision search. Defaults are
     None so a command can tell a flag given from one left out (Int8Config fills in the defaults)."""
-    from segedge.graph.int8 import CALIB_METHODS, CALIB_SELECTIONS, INT8_SCHEMES, SEARCH_ORDERS
+    from segedge.graph.int8 import CALIB_METHODS, CALIB_SELECTIONS, INT8_SCHEMES, OP_SETS, SEARCH_ORDERS
 
     g = p.add_argument_group("INT8")
     g.add_argument("--calib-images", type=positive_int, help="calibration images (default 32)")
@@ -235,6 +235,8 @@ def add_int8(p: argparse.ArgumentParser, *, search: bool = True) -> None:
                    help="cross-layer equalization before calibration (depthwise-heavy nets: MobileNet, ENet)")
     g.add_argument("--int8-scheme", choices=tuple(INT8_SCHEMES),
                    help="INT8 scheme of the target (default x86; arm: s8 symmetric; tensorrt: s8 symmetric, zero points 0, float biases)")
+    g.add_argument("--op-set", choices=OP_SETS, help="which ops get Q/DQ: all (onnxruntime's set), layers "
+                   "(Conv/MatMul/Gemm only) or auto (default: both timed on the model, the faster kept and recorded)")
     g.add_argument("--quantize-classifier", action="store_const", const=True, default=None,
                    help="quantize the classifier too (default: it stays float, recorded in the manifest)")
     if not search:
@@ -264,6 +266,7 @@ def int8_config(args: argparse.Namespace):
         max_search_steps=given["max_search_steps"] or Int8Config.max_search_steps,
         search_order=given["search_order"] or Int8Config.search_order,
         quantize_classifier=bool(given["quantize_classifier"]),
+        op_set=given["op_set"] or Int8Config.op_set,
     )
 
 

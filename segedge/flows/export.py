@@ -25,7 +25,7 @@ from segedge.data.model_io import ModelIO
 from segedge.core.errors import ArtifactError, CalibrationError, InputSizeError, SegedgeError, brief
 from segedge.graph.export import EXPORT_OPSET, onnx_from_torch
 from segedge.graph.fp16 import fp16_from_onnx
-from segedge.graph.int8 import Int8Config, calibrated_graph, calibration_indices, qdq_counts
+from segedge.graph.int8 import Int8Config, calibrated_graph, calibration_indices, probe_op_set, qdq_counts
 from segedge.models.registry import get_spec
 from segedge.backends.onnxruntime import OnnxRuntimeRunner
 from segedge.graph.simplify import simplified_onnx
@@ -421,8 +421,17 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
                     with calibrated_graph(quant_source, calibration_inputs, icfg, available_images=len(calib_set),
                                           ranges_cache=ranges, progress=lambda n: bar.update(n - bar.n)) as graph:
                         bar.close()
+                        op_set = None
+                        if icfg.op_set == "auto" and icfg.scheme.quantizer == "onnxruntime":
+                            chosen, probe_ms = probe_op_set(graph, next(iter(calibration_inputs())), threads or 1)
+                            graph.config = replace(icfg, op_set=chosen)
+                            op_set = {"chosen": chosen, "probe_ms": probe_ms, "op_types": graph.config.op_types()}
+                            log(f"int8  op set: {chosen} (Q/DQ on {'every op onnxruntime quantizes' if chosen == 'all' else 'Conv/MatMul/Gemm only'}; "
+                                f"timed all {probe_ms['all']:.1f} ms, layers {probe_ms['layers']:.1f} ms)")
                         try:
                             info = graph.quantize(candidate)
+                            if op_set is not None:
+                                info["op_set"] = op_set
                         except SegedgeError:
                             raise
                         except Exception as exc:  # onnxruntime's quantizer on a graph it cannot take

@@ -35,6 +35,8 @@ CALIB_SELECTIONS = ("first", "balanced")  # which images of the calibration spli
 # region) alone, then each layer alone inside the worst blocks only; "sensitivity" measures every layer alone;
 # "output-first" measures nothing and keeps the layers nearest the output first
 SEARCH_ORDERS = ("blocks", "sensitivity", "output-first")
+OP_SETS = ("auto", "all", "layers")  # which op types get Q/DQ (Int8Config.op_set)
+PROBE_MARGIN = 0.03  # the op-set probe keeps "layers" (fewer Q/DQ, more accurate) unless "all" is this much faster
 BALANCED_POOL = 4  # balanced selection picks calib_images out of this many times as many candidates
 ACTIVATION_TYPES = ("u8", "s8")
 QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")  # the layers sensitivity and mixed precision act on
@@ -148,6 +150,10 @@ class Int8Config:
     # this is set: low-margin logits are where rounding flips classes, and it is one layer of many (measured on the
     # zoo: keeping it float fixed five of eight heavy-CNN misses for under 2 % of the INT8 speed)
     quantize_classifier: bool = False
+    # which op types get Q/DQ (OP_SETS): "all" (onnxruntime's default set less float_ops), "layers" (Conv,
+    # ConvTranspose, MatMul, Gemm only), or "auto": the export times both on the model and keeps the faster
+    # (probe_op_set), recording the figures; where Q/DQ around many elementwise ops costs more than it saves
+    op_set: str = "auto"
 
     def __post_init__(self) -> None:
         if self.activation is not None and self.activation not in ACTIVATION_TYPES:
@@ -175,6 +181,8 @@ class Int8Config:
             raise InputSizeError(f"--calib-select must be one of {', '.join(CALIB_SELECTIONS)}, got {self.calib_select!r}")
         if self.chunk is not None and self.chunk < 1:
             raise InputSizeError(f"calibration chunk must be >= 1, got {self.chunk}")
+        if self.op_set not in OP_SETS:
+            raise InputSizeError(f"--op-set must be one of {', '.join(OP_SETS)}, got {self.op_set!r}")
         if self.search_order not in SEARCH_ORDERS:
             raise InputSizeError(f"--search-order must be one of {', '.join(SEARCH_ORDERS)}, got {self.search_order!r}")
         if self.max_search_steps < 1:
@@ -207,11 +215,15 @@ class Int8Config:
         the installed version), less ``float_ops``."""
         from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
+        if self.op_set == "layers":
+            return sorted(set(QUANTIZABLE_OPS) - set(self.float_ops))
         return sorted((set(QDQRegistry) | set(QLinearOpsRegistry)) - set(self.float_ops))
 
     def as_dict(self) -> dict:
         # the resolved op types too: an artifact made with another op set is never reused for this config
-        return {**asdict(self), "scheme": self.scheme.as_dict(), "op_types": self.op_types()}
+        # ("auto" is resolved per model by the export, which records what it chose and why)
+        return {**asdict(self), "scheme": self.scheme.as_dict(),
+                "op_types": "auto" if self.op_set == "auto" else self.op_types()}
 
 
 def calibration_indices(dataset, config: Int8Config, ignore_index: int = 255) -> tuple[list[int], dict]:
@@ -440,6 +452,42 @@ def _nncf():
                                "pip install \"segedge[openvino]\"") from None
     nncf.set_log_level(logging.ERROR)
     return nncf
+
+
+def probe_op_set(graph: CalibratedGraph, sample: np.ndarray, threads: int, rounds: int = 7) -> tuple[str, dict]:
+    """Time the graph quantized with each op set (onnxruntime CPU, round-robin, one image) and name the one to
+    keep: "all" only when it is more than ``PROBE_MARGIN`` faster than "layers" (which leaves the elementwise ops
+    float, so it is the more accurate of the two). Returns (op set, {"all": ms, "layers": ms})."""
+    import dataclasses
+
+    import onnxruntime as ort
+
+    saved = graph.config
+    sessions = {}
+    try:
+        with scratch_dir("opset") as work:
+            for name in ("all", "layers"):
+                graph.config = dataclasses.replace(saved, op_set=name)
+                path = Path(work) / f"{name}.onnx"
+                graph.quantize(path)
+                options = ort.SessionOptions()
+                options.intra_op_num_threads = threads
+                options.inter_op_num_threads = 1
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                sessions[name] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            feed = {graph.input_name: sample}
+            times: dict[str, list[float]] = {name: [] for name in sessions}
+            for round_ in range(rounds + 1):
+                for name, session in sessions.items():
+                    started = time.perf_counter()
+                    session.run(None, feed)
+                    if round_:  # the first round warms up
+                        times[name].append(1000 * (time.perf_counter() - started))
+    finally:
+        graph.config = saved
+    ms = {name: round(float(np.median(t)), 3) for name, t in times.items()}
+    chosen = "all" if ms["all"] < (1 - PROBE_MARGIN) * ms["layers"] else "layers"
+    return chosen, ms
 
 
 def _calibration_method(name: str):

@@ -16,7 +16,7 @@ def run(capsys, *argv):
     [
         (["export", "--model", "bisnet"], "segedge: error: unknown model 'bisnet'. Did you mean 'bisenet'? Valid models: "),
         (["export", "--model", "unet", "--untrained", "--input-size", "250x512"], "height 250 is not a multiple of 16 (nearest valid: 240 or 256)"),
-        (["export", "--model", "unet", "--untrained", "--calib-images", "4"], "--calib-images, --calib-method, --calib-select, --activation, --int8-scheme, --max-drop, --max-search-steps, --search-order, --equalize and --quantize-classifier only apply with --int8"),
+        (["export", "--model", "unet", "--untrained", "--calib-images", "4"], "--calib-images, --calib-method, --calib-select, --activation, --int8-scheme, --max-drop, --max-search-steps, --search-order, --equalize, --quantize-classifier and --op-set only apply with --int8"),
         (["export", "--model", "unet", "--untrained", "--int8", "--calib-images", "1000"], "calibration set has 512 images but 1000 were asked for"),
         (["export", "--model", "unet", "--checkpoint", "missing.pt"], "checkpoint missing.pt does not exist"),
         (["train", "--model", "unet", "--batch-size", "1"], "batch-size must be >= 2 for unet"),

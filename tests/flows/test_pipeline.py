@@ -243,3 +243,26 @@ def test_output_first_search_keeps_the_last_layers_float_without_measuring_each(
     assert all(k["why"].startswith("among the layers nearest the output") for k in search["kept_float"])
     with pytest.raises(InputSizeError, match="--search-order must be one of blocks, sensitivity, output-first"):
         Int8Config(search_order="random").validate()
+
+
+def test_the_op_set_is_probed_per_model_recorded_and_respected(tiny_checkpoint, tmp_path):
+    """auto: both op sets timed on the model, the choice and its figures in the manifest; layers: Q/DQ only on
+    Conv/MatMul/Gemm, so an Add reads float tensors."""
+    def export(op_set):
+        return export_model(ExportConfig(model="unet", checkpoint=tiny_checkpoint.path, input_size=SIZE,
+                                         precisions=("int8",), int8_config=Int8Config(calib_images=4, op_set=op_set),
+                                         eval_images=2, store=tmp_path / op_set, threads=2))
+
+    auto = export("auto").manifest["stages"]["int8"]
+    probe = auto["op_set"]
+    assert probe["chosen"] in ("all", "layers") and probe["probe_ms"]["all"] > 0 and probe["probe_ms"]["layers"] > 0
+    faster_all = probe["probe_ms"]["all"] < 0.97 * probe["probe_ms"]["layers"]
+    assert probe["chosen"] == ("all" if faster_all else "layers")
+    assert auto["config"]["int8"]["op_types"] == "auto"  # the key says auto; the entry says what it became
+
+    layers, every = export("layers").manifest["stages"]["int8"], export("all").manifest["stages"]["int8"]
+    assert layers["config"]["int8"]["op_types"] == ["Conv", "ConvTranspose", "Gemm", "MatMul"]
+    assert "Concat" in every["config"]["int8"]["op_types"] and "op_set" not in every  # given, not probed
+    assert layers["quantize_nodes"] != every["quantize_nodes"]  # two different placements (MaxPool/Concat/Add float)
+    chosen = layers if probe["chosen"] == "layers" else every
+    assert auto["quantize_nodes"] == chosen["quantize_nodes"]  # auto built exactly the set it chose

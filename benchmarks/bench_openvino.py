@@ -202,7 +202,7 @@ def main() -> int:
     parser.add_argument("--calib-images", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--light-max-gmacs", type=float, default=60.0)
+    parser.add_argument("--light-max-gmacs", type=float, default=40.0, help="heavier models train at batch 2 (as bench_zoo.py)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / f"openvino-{platform.machine()}")
     args = parser.parse_args()
 

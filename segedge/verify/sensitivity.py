@@ -115,10 +115,11 @@ def auto_blocks(graph: CalibratedGraph, scopes: dict[str, str]) -> dict[str, lis
 
 
 def block_ranking(graph: CalibratedGraph, reference: Reference, threads: int = 1, scopes: dict[str, str] | None = None,
-                  log: Log = lambda _: None) -> list[LayerSensitivity]:
+                  log: Log = lambda _: None) -> tuple[list[LayerSensitivity], list[LayerSensitivity]]:
     """Every layer ranked with few measurements: each block quantized alone, then each layer alone inside the
     ``REFINE_BLOCKS`` worst blocks; those layers come first (most costly first), then the other blocks' layers in
-    their block's order. ``len(blocks) + layers in the worst blocks`` evaluations instead of one per layer."""
+    their block's order. ``len(blocks) + layers in the worst blocks`` evaluations instead of one per layer.
+    Returns (the layer ranking, the blocks ranked, each quantized alone)."""
     scopes = scopes or {}
     groups = auto_blocks(graph, scopes)
     ranked_blocks = layer_sensitivity(graph, reference, threads, groups=groups, scopes=scopes)
@@ -131,7 +132,7 @@ def block_ranking(graph: CalibratedGraph, reference: Reference, threads: int = 1
     nan = float("nan")
     rest = [LayerSensitivity(name, op_types[name], (name,), scopes.get(name, b.name), nan, nan, nan)
             for b in ranked_blocks[REFINE_BLOCKS:] for name in b.layers]
-    return refined + rest
+    return refined + rest, ranked_blocks
 
 
 def layer_sensitivity(
@@ -238,6 +239,7 @@ class MixedPrecisionResult:
     latency_ms: dict  # median ms at batch 1: fp32, full_int8, chosen (onnxruntime, interleaved)
     message: str
     order: str = "sensitivity"
+    blocks: tuple[LayerSensitivity, ...] = ()  # the block ranking (order "blocks"): each block quantized alone
 
     def as_dict(self) -> dict:
         return {
@@ -261,6 +263,8 @@ class MixedPrecisionResult:
                           "argmax_agreement": self.full_int8.argmax_agreement},
             "chosen": {"miou_drop_points": self.chosen.miou_drop, "argmax_agreement": self.chosen.argmax_agreement},
             "steps": [asdict(s) for s in self.steps],
+            "blocks": [{"block": b.name, "layers": len(b.layers), "alone_miou_drop_points": b.miou_drop,
+                        "alone_argmax_agreement": b.argmax_agreement} for b in self.blocks],
             "latency_ms": self.latency_ms,
         }
 
@@ -316,6 +320,7 @@ def mixed_precision_search(
         full_report, full_high = _scored(graph, full, reference, threads)
         steps: list[SearchStep] = []
         kept: tuple[LayerSensitivity, ...] = ()
+        ranked_blocks: list[LayerSensitivity] = []
         best_path, best_report = full, full_report
         if full_high <= max_drop:
             met = True
@@ -331,7 +336,7 @@ def mixed_precision_search(
             elif order == "blocks":
                 log(f"int8  full INT8 drops {full_report.miou_drop:+.3f} mIoU points (95 % interval up to {full_high:+.3f}) > budget {max_drop}: ranking "
                     f"{len(layers)} layers by blocks")
-                ranking = block_ranking(graph, reference, threads, scopes=scopes, log=log)
+                ranking, ranked_blocks = block_ranking(graph, reference, threads, scopes=scopes, log=log)
             else:
                 log(f"int8  full INT8 drops {full_report.miou_drop:+.3f} mIoU points (95 % interval up to {full_high:+.3f}) > budget {max_drop}: measuring "
                     f"the sensitivity of {len(layers)} layers")
@@ -379,4 +384,4 @@ def mixed_precision_search(
         latency["rounds"] = latency_rounds
         latency["threads"] = threads
     return MixedPrecisionResult(max_drop, met, full_report, best_report, kept, tuple(steps), len(layers), latency,
-                                message, order)
+                                message, order, tuple(ranked_blocks))

@@ -198,6 +198,7 @@ def test_mixed_precision_budget_lands_in_the_manifest(tiny_checkpoint, tmp_path,
         kept_convs = {k["layer"] for k in search["kept_float"] if k["op_type"] in ("Conv", "ConvTranspose")}
         assert entry["float_convs_left"] == len(kept_convs | set(entry["float_classifier"]))
         assert search["order"] == "blocks" and all("drop_high" in step for step in search["steps"])
+        assert search["blocks"] and sum(b["layers"] for b in search["blocks"]) == search["quantizable_layers"]
         assert entry["parity"]["argmax_agreement"] >= entry["gate"]["min_argmax_agreement"]
     assert {"fp32", "full_int8", "chosen"} <= set(search["latency_ms"])
 

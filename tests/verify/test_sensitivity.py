@@ -163,7 +163,8 @@ def test_block_ranking_covers_every_layer_with_fewer_evaluations(setup, monkeypa
     evaluations = []
     real = sensitivity.compare_to_reference
     monkeypatch.setattr(sensitivity, "compare_to_reference", lambda *a: evaluations.append(1) or real(*a))
-    ranking = block_ranking(graph, reference, threads=2, scopes=scopes)
+    ranking, ranked_blocks = block_ranking(graph, reference, threads=2, scopes=scopes)
+    assert sorted(b.name for b in ranked_blocks) == sorted(groups) and all(b.op_type == "block" for b in ranked_blocks)
     assert sorted(r.name for r in ranking) == sorted(layers)  # every layer once
     measured = [r for r in ranking if not math.isnan(r.miou_drop)]
     worst = sorted(groups.items(), key=lambda kv: -len(kv[1]))  # (only to bound the count below)

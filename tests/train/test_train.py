@@ -144,3 +144,40 @@ def test_unknown_loss_is_a_one_line_error(capsys):
     assert main(["train", "--model", "unet", "--loss", "dise"]) == 1
     err = capsys.readouterr().err
     assert "dise" in err and "ce" in err and len(err.strip().splitlines()) == 1
+
+
+def test_default_synthetic_recipe_is_the_quick_one_and_has_its_own_cache_key():
+    recipe = TrainConfig(model="bisenet").recipe()
+    quick = dict(iterations=160, batch_size=4, crop=(256, 256), train_scenes=40, scene_size=(512, 1024), lr=2.5e-4,
+                 loss="ce", optimizer="adamw", schedule="poly", val_images=8, seed=0)
+    assert {k: recipe[k] for k in quick} == quick
+    # the default before issue 18 (400 iterations, batch 8, 160 scenes, lr 2e-3) cached its weights under this key:
+    # the new default never reads them, and these flags still find them
+    old = TrainConfig(model="bisenet", iterations=400, batch_size=8, train_scenes=160, lr=2e-3)
+    assert old.cache_key() == "bisenet-d3f6517fcfe8" != TrainConfig(model="bisenet").cache_key()
+
+
+def test_the_checkpoint_records_the_default_recipe(tmp_path):
+    from segedge.train.loop import train
+
+    sizes = {k: QUICK[k] for k in ("model", "width", "scene_size", "crop", "val_images", "threads")}
+    ckpt = train(TrainConfig(**sizes, iterations=2, train_scenes=2), out=tmp_path / "m.pt", progress=False)
+    recorded = load_checkpoint(ckpt.path).train_info["config"]
+    assert (recorded["iterations"], recorded["batch_size"], recorded["lr"], recorded["loss"]) == (2, 4, 2.5e-4, "ce")
+    assert "threads" not in recorded
+
+
+def test_progress_shows_only_known_figures_and_says_what_a_pause_is(tmp_path, capsys):
+    from segedge.train.loop import train
+
+    train(TrainConfig(**QUICK, eval_every=3), out=tmp_path / "p.pt", progress=True)
+    err = capsys.readouterr().err
+    frames = [f for f in err.replace("\r", "\n").split("\n") if f.strip()]
+    assert "nan" not in err.lower()
+    assert any("rendering 6 synthetic training scenes (64x128)" in f for f in frames)
+    evaluating = [f for f in frames if f.startswith("train unet") and "evaluating on 2 val images" in f]
+    assert evaluating, frames
+    # the first evaluation's frame shows the loss and no mIoU (none is known yet); the last frame shows both
+    assert "loss=" in evaluating[0] and "mIoU" not in evaluating[0], evaluating[0]
+    last = [f for f in frames if f.startswith("train unet")][-1]
+    assert "loss=" in last and "mIoU=" in last and "evaluating" not in last, last

@@ -31,6 +31,8 @@ def add_parser(sub) -> None:
     g.add_argument("--data", default="synthetic", help=f"evaluation and calibration data: {DATA_KINDS}")
     g.add_argument("--calib-data", help="calibrate INT8 on this dataset's training split instead (KIND:ROOT)")
     g.add_argument("--calib-images", type=positive_int, help="INT8 calibration images (default 32)")
+    g.add_argument("--quantize-classifier", action="store_true", help="INT8 rows quantize the classifier too "
+                   "(default: it stays float; a model whose only layer is its classifier then stays FP32)")
     add_own_model(g)
     local_only(p.add_argument("--out", default="export", help="artifact store (with --remote: where the ONNX artifacts are exported here)"))
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -81,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         store=Path(args.results), artifacts=Path(args.out), eval_images=eval_images,
         quick=args.quick, force=args.force, checkpoints=zoo_checkpoints,
         sources=sources, data=args.data, calib_data=args.calib_data, calib_images=args.calib_images,
+        quantize_classifier=args.quantize_classifier,
         mean=args.mean, std=args.std, num_classes=args.num_classes, class_names=class_names(args.classes),
         layout=args.layout.upper() if args.layout else None, output=args.output, threshold=args.threshold,
     )

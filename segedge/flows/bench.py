@@ -72,6 +72,7 @@ class BenchConfig:
     data: str = "synthetic"
     calib_data: str | None = None
     calib_images: int | None = None
+    quantize_classifier: bool = False  # INT8 rows: quantize the classifier too (default: it stays float)
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     num_classes: int | None = None
@@ -177,7 +178,8 @@ def export_config_for(profile: Profile, source: BenchSource, precision: str, inp
     """
     size = input_size or (None if source.fixed_size else tuple(profile.input_size))
     own = not source.zoo
-    icfg = Int8Config(scheme=int8_scheme, **({"calib_images": config.calib_images} if config.calib_images else {}))
+    icfg = Int8Config(scheme=int8_scheme, quantize_classifier=config.quantize_classifier,
+                      **({"calib_images": config.calib_images} if config.calib_images else {}))
     return ExportConfig(
         dynamic_batch=max(profile.batch_sizes) > 1,
         model=source.model,

@@ -177,6 +177,7 @@ def pareto_figure(rows: list[dict]):
         raise SegedgeError("no successful measurements to plot; run `segedge bench` first")
     fig, ax = plt.subplots(figsize=(9, 5.5))
     ys: list[float] = []
+    labels: list[tuple[float, float, str]] = []
     # the tolerance, shaded from 0 up: one grey band when every precision allows the same, else one band per
     # distinct tolerance, edged by a dotted line in its precision's colour (grey where several share it)
     by_tolerance: dict[float, list[str]] = defaultdict(list)
@@ -207,7 +208,7 @@ def pareto_figure(rows: list[dict]):
         shown.add(r["precision"])
         ax.scatter(x, y, marker=marker, s=60, color=colour, edgecolors="black", linewidths=0.6, zorder=3, label=label)
         text = " · ".join(str(part) for part in (r["model"], r.get("backend") or "?", r["precision"]))
-        ax.annotate(text + (" (quick)" if r.get("quick") else ""), (x, y), fontsize=7, xytext=(5, 4), textcoords="offset points")
+        labels.append((x, y, text + (" (quick)" if r.get("quick") else "")))
     for i, profile in enumerate(sorted({r["profile"] for r in rows})):
         front = sorted((r for r in rows if r["profile"] == profile and r["pareto"]), key=lambda r: r["median_ms"])
         ax.plot([r["median_ms"] for r in front], [_drop(r) for r in front], color="#444444", lw=1,
@@ -222,7 +223,32 @@ def pareto_figure(rows: list[dict]):
     ax.set_title("latency vs mIoU drop")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
+    _place_labels(fig, ax, labels)
     return fig
+
+
+def _place_labels(fig, ax, labels: list[tuple[float, float, str]], fontsize: int = 7) -> None:
+    """Label each point without overlapping another label: each takes the first of a ladder of offsets (right,
+    then alternately above and below, further each time) whose box meets no box placed before it; a label moved
+    away from its point gets a thin leader line."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()  # the final limits and scales, so data coordinates map to pixels as they will be drawn
+    renderer = fig.canvas.get_renderer()
+    placed: list = []
+    ladder = [(5, 4)] + [(5, 4 + sign * step * 11) for step in range(1, 12) for sign in (1, -1)]
+    for x, y, text in sorted(labels, key=lambda item: (item[0], item[1])):
+        for dx, dy in ladder:
+            note = ax.annotate(text, (x, y), fontsize=fontsize, xytext=(dx, dy), textcoords="offset points",
+                               arrowprops=None if dy == 4 else {"arrowstyle": "-", "lw": 0.5, "color": "#777777"})
+            box = Text.get_window_extent(note, renderer).expanded(1.02, 1.1)  # the text alone, not its leader line
+            if not any(box.overlaps(other) for other in placed):
+                placed.append(box)
+                break
+            note.remove()
+        else:  # nowhere free within the ladder: keep the first place rather than drop the label
+            note = ax.annotate(text, (x, y), fontsize=fontsize, xytext=(5, 4), textcoords="offset points")
+            placed.append(Text.get_window_extent(note, renderer))
 
 
 def pareto_plot(rows: list[dict], path: str | Path) -> Path:

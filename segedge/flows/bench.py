@@ -230,6 +230,17 @@ def _measure(profile: Profile, export: ExportConfig, precision: str, config: Ben
     refusal = backend.refuses(precision, profile, machine)
     if refusal:
         raise SegedgeError(refusal)
+    row = _race(profile, export, precision, config, threads, backend, batch_size, references, machine, warn)
+    reference = _reference(export, references, threads, lambda line: None)
+    if batch_size == 1 and reference.images is not None:  # once, for the row kept (not for each raced graph)
+        row.update(_end_to_end(Path(row["artifact"]), backend, precision, threads, profile, reference,
+                               row["median_ms"], frames=3 if config.quick else 10))
+    return row
+
+
+def _race(profile: Profile, export: ExportConfig, precision: str, config: BenchConfig, threads: int, backend,
+          batch_size: int, references: dict, machine: Machine | None, warn: Callable[[str], None]) -> dict:
+    """The row of the one graph the backend runs, or of the best of the INT8 graphs it races."""
     schemes = backend.int8_candidates(machine) if precision == "int8" and not profile.int8_scheme else ()
     if len(schemes) < 2:
         row = _measure_one(profile, export, precision, config, threads, backend, batch_size, references, warn)
@@ -299,8 +310,6 @@ def _measure_one(profile: Profile, export: ExportConfig, precision: str, config:
     pre = median_ms(lambda: io.feed(image, mean, std))
     post = median_ms(lambda: class_map(io.scores(output[:1], reference.size)))  # per image, as pre is
     parity, report, interval = stage["parity"], accuracy.report, accuracy.interval
-    e2e = _end_to_end(artifact, backend, precision, threads, profile, reference, latency.median_ms,
-                      frames=3 if config.quick else 10) if batch_size == 1 and reference.images is not None else {}
     return {
         "median_ms": latency.median_ms, "p90_ms": latency.p90_ms, "p99_ms": latency.p99_ms, "min_ms": latency.min_ms,
         "runs": latency.runs, "fps": batch_size * latency.fps, "throughput": batch_size * latency.fps, "pre_ms": pre,
@@ -310,7 +319,7 @@ def _measure_one(profile: Profile, export: ExportConfig, precision: str, config:
         "eval_images": count, "parity_miou": parity["miou"], "parity_drop": parity["miou_drop_points"],
         "parity_agreement": parity["argmax_agreement"],
         "artifact": str(artifact), "artifact_sha256": stage["sha256"],
-        "variant": backend.variant(precision, profile) or None, **e2e,
+        "variant": backend.variant(precision, profile) or None,
         **({"int8_graph": _int8_graph(export)} if precision == "int8" else {}),
     }
 

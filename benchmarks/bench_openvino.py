@@ -52,7 +52,7 @@ class _CompiledRunner:
 def measure(name: str, args) -> dict:
     import nncf
     import openvino as ov
-    from bench_zoo import bench_size, zoo_checkpoint
+    from bench_zoo import trained_zoo_model
 
     from segedge.backends.onnxruntime import OnnxRuntimeRunner
     from segedge.backends.openvino import OPENVINO, OpenVinoRunner, capabilities
@@ -61,16 +61,10 @@ def measure(name: str, args) -> dict:
     from segedge.core.errors import SegedgeError
     from segedge.core.precision import STAGES, ParityGate
     from segedge.graph.int8 import Int8Config
-    from segedge.models.registry import get_spec
     from segedge.verify.compare import accuracy_on_active_runner
     from segedge.verify.timing import interleaved_latencies
 
-    spec = get_spec(name)
-    size = bench_size(spec)
-    params, gmacs = spec.complexity(input_size=size)
-    started = time.perf_counter()
-    ckpt, recipe = zoo_checkpoint(spec, gmacs, args)
-    train_s = time.perf_counter() - started
+    spec, size, params, gmacs, ckpt, recipe, train_s = trained_zoo_model(name, args)
 
     # the gates off for INT8: this benchmark reports each graph's drop instead of refusing to build it
     gates = {**{n: s.gate for n, s in STAGES.items()}, "int8": ParityGate(0.0), "int8-nncf": ParityGate(0.0)}

@@ -64,6 +64,16 @@ def zoo_checkpoint(spec, gmacs: float, args) -> tuple[Path, TrainConfig]:
     return path, recipe
 
 
+def trained_zoo_model(name: str, args):
+    """(spec, size, params, GMACs, checkpoint path, recipe, seconds spent training) of one zoo model at its bench size."""
+    spec = get_spec(name)
+    size = bench_size(spec)
+    params, gmacs = spec.complexity(input_size=size)
+    started = time.perf_counter()
+    ckpt_path, recipe = zoo_checkpoint(spec, gmacs, args)
+    return spec, size, params, gmacs, ckpt_path, recipe, time.perf_counter() - started
+
+
 def train_recipe(spec, gmacs: float, args) -> TrainConfig:
     """The short training of one zoo model: batch 4, or batch 2 above ``--light-max-gmacs`` (the heavy
     backbones take 1.5–2.3 s per batch-2 step on 2 cores; batch 4 would double a ~1 h run)."""
@@ -86,12 +96,7 @@ def measure(name: str, args) -> dict:
     import shutil
     import tempfile
 
-    spec = get_spec(name)
-    size = bench_size(spec)
-    params, gmacs = spec.complexity(input_size=size)
-    started = time.perf_counter()
-    ckpt_path, recipe = zoo_checkpoint(spec, gmacs, args)
-    train_s = time.perf_counter() - started
+    spec, size, params, gmacs, ckpt_path, recipe, train_s = trained_zoo_model(name, args)
     budget = int8_budget(spec.name)
 
     def export(icfg: Int8Config):

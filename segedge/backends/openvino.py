@@ -6,7 +6,7 @@ bf16 (AVX-512 BF16, AMX) and NNCF's INT8 placement, which ONNX Runtime's CPU pro
 - fp32: the FP32 graph with ``INFERENCE_PRECISION_HINT`` f32 (OpenVINO's CPU default on bf16-capable CPUs
   is bf16: left implicit, an "fp32" row would silently be a bf16 one);
 - bf16: the FP32 graph with the hint bf16; refused on a CPU without bf16 instead of silently running f32;
-- int8: a Q/DQ graph (NNCF's or segedge's own), its float layers in bf16 where the CPU has it, else f32.
+- int8: segedge's own Q/DQ ONNX graph or NNCF's IR (FakeQuantize), float layers in bf16 where the CPU has it, else f32.
 
 The compiled model is cached in ``openvino-cache/`` beside the artifact (OpenVINO's own ``CACHE_DIR``: keyed
 by the model and the compile settings, so an edited graph or another hint never loads a stale blob).

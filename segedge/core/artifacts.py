@@ -1,7 +1,7 @@
 """Artifact directories, manifests, content hashes and atomic writes.
 
 Layout: ``<store>/<model>/<config-hash>/`` holding ``model.onnx``, ``model.sim.onnx``, ``model.fp16.onnx``,
-``model.int8.onnx`` and ``manifest.json``. Every file lands by temp file + rename in the same directory,
+``model.int8.onnx``, ``model.int8-nncf.xml`` + ``.bin`` (an OpenVINO IR) and ``manifest.json``. Every file lands by temp file + rename in the same directory,
 so a crash or a failed check never leaves a half-written or unchecked artifact under a final name.
 """
 
@@ -30,6 +30,24 @@ def sha256_file(path: str | Path) -> str:
                 digest.update(block)
     except OSError as exc:
         raise ArtifactError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return digest.hexdigest()
+
+
+def sidecar_names(file_name: str) -> list[str]:
+    """The files a stage file cannot be read without: an OpenVINO IR's ``.xml`` takes its weights from the
+    ``.bin`` of the same name, so the two are written, hashed, shipped and checked as one artifact."""
+    return [Path(file_name).with_suffix(".bin").name] if file_name.endswith(".xml") else []
+
+
+def stage_digest(entry: dict[str, Any]) -> str:
+    """One sha256 for everything a stage's model is read from: its file's, or, for an IR, a hash over the
+    ``.xml``'s and the ``.bin``'s (a new calibration changes only the weights file)."""
+    sidecars = entry.get("sidecars") or {}
+    if not sidecars:
+        return entry["sha256"]
+    digest = hashlib.sha256(entry["sha256"].encode())
+    for name in sorted(sidecars):
+        digest.update(f"\0{name}\0{sidecars[name]}".encode())
     return digest.hexdigest()
 
 
@@ -208,7 +226,8 @@ class ArtifactDir:
         then no live writer owns them)."""
         if not self.path.is_dir():
             return
-        for leftover in [*self.path.glob(".candidate.*"), *self.path.glob(".*.tmp")]:
+        for leftover in [*self.path.glob(".candidate.*"), *self.path.glob(".*.tmp"), *self.path.glob(".*.tmp.xml"),
+                         *self.path.glob(".*.tmp.bin")]:
             leftover.unlink(missing_ok=True)
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
@@ -224,6 +243,13 @@ class ArtifactDir:
         path = self.file(plain_file_name(entry["file"], f"{self.manifest_path} stage {stage}"))
         if not path.exists() or sha256_file(path) != entry.get("sha256"):
             return None
+        sidecars = entry.get("sidecars") or {}
+        if set(sidecars) != set(sidecar_names(path.name)):
+            return None  # an IR recorded without its weights file (or the other way round): build it again
+        for name, sha in sidecars.items():
+            sidecar = self.file(plain_file_name(name, f"{self.manifest_path} stage {stage}"))
+            if not sidecar.exists() or sha256_file(sidecar) != sha:
+                return None
         return entry
 
 
@@ -244,3 +270,8 @@ def check_manifest_shape(manifest: Any, where: Path | str) -> None:
         if "file" not in entry:
             refuse(f"stage {name!r} names no file")
         plain_file_name(entry["file"], f"manifest {where} stage {name}")
+        sidecars = entry.get("sidecars", {})
+        if not isinstance(sidecars, dict):
+            refuse(f"stage {name!r} has sidecars that are not an object")
+        for sidecar in sidecars:
+            plain_file_name(sidecar, f"manifest {where} stage {name}")

@@ -25,7 +25,7 @@ import numpy as np
 from segedge.backends.isolate import probe
 from segedge.backends.profiles import Profile
 from segedge.backends.registry import get_backend
-from segedge.core.artifacts import machine_timing_lock
+from segedge.core.artifacts import machine_timing_lock, stage_digest
 from segedge.core.errors import ArtifactError, SegedgeError, brief
 from segedge.core.hardware import Machine
 from segedge.core.results import STATUS_MARK, ResultsStore
@@ -318,7 +318,7 @@ def _measure_one(profile: Profile, export: ExportConfig, precision: str, config:
         "drop_low": interval.low, "drop_high": interval.high, "argmax_agreement": report.argmax_agreement,
         "eval_images": count, "parity_miou": parity["miou"], "parity_drop": parity["miou_drop_points"],
         "parity_agreement": parity["argmax_agreement"],
-        "artifact": str(artifact), "artifact_sha256": stage["sha256"],
+        "artifact": str(artifact), "artifact_sha256": stage_digest(stage),
         "variant": backend.variant(precision, profile) or None,
         **({"int8_graph": _int8_graph(export)} if precision == "int8" else {}),
     }

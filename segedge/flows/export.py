@@ -16,7 +16,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-from segedge.core.artifacts import DEFAULT_STORE, ArtifactDir, sha256_file, tool_versions
+import numpy as np
+
+from segedge.core.artifacts import DEFAULT_STORE, ArtifactDir, sha256_file, sidecar_names, tool_versions
 from segedge.models.checkpoint import Checkpoint, load_checkpoint
 from segedge.core.precision import PRECISIONS, STAGES, ParityGate, parse_precisions, stage_for
 from segedge.verify.compare import Reference, compare_to_reference, enforce_gate, reference_from_runner
@@ -25,7 +27,7 @@ from segedge.data.model_io import ModelIO
 from segedge.core.errors import ArtifactError, CalibrationError, InputSizeError, SegedgeError, brief
 from segedge.graph.export import EXPORT_OPSET, onnx_from_torch
 from segedge.graph.fp16 import fp16_from_onnx
-from segedge.graph.int8 import Int8Config, calibrated_graph, calibration_indices, probe_op_set, qdq_counts
+from segedge.graph.int8 import Int8Config, calibrated_graph, calibration_indices, probe_op_set
 from segedge.models.registry import get_spec
 from segedge.backends.onnxruntime import OnnxRuntimeRunner
 from segedge.graph.simplify import simplified_onnx
@@ -122,7 +124,7 @@ def exported_artifact(config: ExportConfig) -> ExportResult:
     for precision in ("fp32", *config.precisions):
         stage = config.stage_of(precision)
         entry = manifest["stages"].get(stage)
-        if entry is None or not (directory / entry["file"]).is_file():
+        if entry is None or not all((directory / name).is_file() for name in (entry["file"], *entry.get("sidecars", {}))):
             raise ArtifactError(f"{directory} has no {stage} stage ({STAGES[stage].file}); export it where torch is "
                                 f"installed (segedge export --{precision}), then copy the directory here")
     return ExportResult(directory, manifest)
@@ -376,10 +378,16 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
                 }
                 enforce_gate(stage, report, gate)
                 entry["sha256"] = sha256_file(candidate)
+                # an IR's weights file: hashed with it, and in place before the .xml that reads it
+                sidecars = list(zip(sidecar_names(candidate.name), sidecar_names(final.name)))
+                if sidecars:
+                    entry["sidecars"] = {name: sha256_file(art.file(built)) for built, name in sidecars}
+                for built, name in sidecars:
+                    os.replace(art.file(built), art.file(name))
                 os.replace(candidate, final)
             finally:
-                if candidate.exists():
-                    candidate.unlink()
+                for leftover in (candidate, *(art.file(n) for n in sidecar_names(candidate.name))):
+                    leftover.unlink(missing_ok=True)
             manifest["stages"][stage] = json.loads(json.dumps(entry))  # as the manifest file holds it (no tuples)
             manifest["updated"] = _now()
             art.write_manifest(manifest)
@@ -450,15 +458,13 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
                                         "selection": selection}}
 
             def mixed_precision(graph, candidate: Path, onnx_path: Path) -> dict:
-                import onnx
-
                 from segedge.verify.sensitivity import mixed_precision_search, torch_scopes
 
                 result = mixed_precision_search(graph, get_reference(), candidate, icfg.max_drop, icfg.max_search_steps,
                                                 threads=threads, scopes=torch_scopes(onnx_path), log=log,
                                                 order=icfg.search_order)
                 log(f"int8  {result.message}")
-                info = {"mixed_precision": result.as_dict(), **qdq_counts(onnx.load(str(candidate)))}
+                info = {"mixed_precision": result.as_dict(), **graph.counts(candidate)}
                 if not result.met:
                     info["warnings"] = [result.message]
                 return info

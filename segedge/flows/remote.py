@@ -425,6 +425,8 @@ def _export_here(profile, model: str, precisions, size, eval_images: int, checkp
         for stage in dict.fromkeys(("onnx", "sim", config.stage_of(precision))):
             entry = manifest["stages"][stage]
             shipment.add_file(result.directory / entry["file"], f"{remote_dir}/{entry['file']}", entry["sha256"])
+            for name, sha in entry.get("sidecars", {}).items():  # an IR's weights
+                shipment.add_file(result.directory / name, f"{remote_dir}/{name}", sha)
         on_device = {**manifest, "checkpoint": remote_ckpt}  # the device loads weights from its own copy
         shipment.add_bytes((json.dumps(on_device, indent=2) + "\n").encode(), f"{remote_dir}/{MANIFEST_NAME}", scratch)
     return remote_dir, remote_ckpt

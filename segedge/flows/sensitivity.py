@@ -40,7 +40,7 @@ def model_sensitivity(config: ExportConfig, block_depth: int | None = None, log:
                           ranges_cache=setup.ranges_cache) as graph:
         groups = blocks(graph, scopes, block_depth) if block_depth else None
         with scratch_dir("sensitivity") as work:
-            full_path = Path(work) / "full.onnx"
+            full_path = Path(work) / f"full{graph.suffix}"
             graph.quantize(full_path)
             full = compare_to_reference(checker(graph, full_path, setup.threads), reference)
 

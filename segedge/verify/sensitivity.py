@@ -15,7 +15,6 @@ says so; when even the all-float candidate (or the last step allowed) misses, it
 from __future__ import annotations
 
 import math
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -150,7 +149,7 @@ def layer_sensitivity(
     units = groups or {name: [name] for name in op_types}
     results = []
     with scratch_dir("sensitivity") as work:
-        path = Path(work) / "one.onnx"
+        path = Path(work) / f"one{graph.suffix}"
         for done, (name, members) in enumerate(units.items(), 1):
             graph.quantize(path, only=members)
             report = compare_to_reference(checker(graph, path, threads), reference)
@@ -315,7 +314,7 @@ def mixed_precision_search(
     dst = Path(dst)
     layers = graph.layers()
     with scratch_dir("mixed") as work:
-        full = Path(work) / "full.onnx"
+        full = Path(work) / f"full{graph.suffix}"
         graph.quantize(full)
         full_report, full_high = _scored(graph, full, reference, threads)
         steps: list[SearchStep] = []
@@ -343,10 +342,10 @@ def mixed_precision_search(
                 ranking = layer_sensitivity(graph, reference, threads, scopes=scopes)
             met = False
             for i, count in enumerate(exclusion_schedule(len(layers), max_steps)):
-                candidate = Path(work) / f"step{i}.onnx"
+                candidate = Path(work) / f"step{i}{graph.suffix}"
                 excluded = [item.name for item in ranking[:count]]
                 if count == len(layers):
-                    shutil.copyfile(graph.prepared, candidate)  # nothing left to quantize: the float graph
+                    graph.write_float(candidate)  # nothing left to quantize: the float graph
                 else:
                     graph.quantize(candidate, exclude=excluded)
                 report, high = _scored(graph, candidate, reference, threads)
@@ -370,10 +369,10 @@ def mixed_precision_search(
                 message = (f"budget of {max_drop} mIoU points NOT met {reach}; keeping the most accurate candidate "
                            f"tried ({len(kept)} layers float, drop {best_report.miou_drop:+.3f}; full INT8: "
                            f"{full_report.miou_drop:+.3f}); the INT8 parity gate still applies")
-        shutil.copyfile(best_path, dst)
+        graph.copy(best_path, dst)
 
         batch = reference.inputs[:1]
-        runners = {"fp32": checker(graph, graph.prepared, threads), "full_int8": checker(graph, full, threads)}
+        runners = {"fp32": checker(graph, graph.source, threads), "full_int8": checker(graph, full, threads)}
         if best_path != full:
             runners["chosen"] = checker(graph, dst, threads)
         stats = side_by_side_latencies(runners, batch, warmup=2, rounds=latency_rounds)

@@ -113,13 +113,24 @@ def test_nncf_int8_is_its_own_stage_gated_on_openvino(tiny_checkpoint, tmp_path)
 
     nncf_result = export_model(config("openvino"))
     stage = nncf_result.manifest["stages"]["int8-nncf"]
-    assert stage["file"] == "model.int8-nncf.onnx" and stage["quantizer"].startswith("nncf ")
-    assert stage["quantize_nodes"] > 0 and stage["parity"]["argmax_agreement"] >= 0.90
+    # NNCF quantizes OpenVINO's model of the graph: an IR, its weights file hashed with it
+    assert stage["file"] == "model.int8-nncf.xml" and stage["quantizer"].startswith("nncf ")
+    assert list(stage["sidecars"]) == ["model.int8-nncf.bin"]
+    assert stage["fake_quantize_nodes"] > 0 and stage["parity"]["argmax_agreement"] >= 0.90
     own = export_model(config("x86"))  # segedge's graph lands beside NNCF's, neither rebuilt over the other
     assert own.directory == nncf_result.directory
     assert set(own.manifest["stages"]) >= {"int8", "int8-nncf"}
     again = export_model(config("openvino"))
     assert again.manifest["stages"]["int8-nncf"]["sha256"] == stage["sha256"]
+    # weights edited (or a run killed between the two renames): the IR is rebuilt, never served with them
+    weights = nncf_result.directory / "model.int8-nncf.bin"
+    good = weights.read_bytes()
+    weights.write_bytes(good[:-4] + bytes(4))
+    rebuilt = export_model(config("openvino")).manifest["stages"]["int8-nncf"]
+    assert weights.read_bytes() != good[:-4] + bytes(4)
+    from segedge.core.artifacts import sha256_file
+    assert rebuilt["sidecars"]["model.int8-nncf.bin"] == sha256_file(weights)
+    assert not list(nncf_result.directory.glob(".*tmp*")) and not list(nncf_result.directory.glob(".candidate*"))
 
     # the Predictor runs NNCF's graph on OpenVINO, segedge's own on onnxruntime, and says what bf16 needs
     from segedge.flows.predict import Predictor
@@ -128,7 +139,7 @@ def test_nncf_int8_is_its_own_stage_gated_on_openvino(tiny_checkpoint, tmp_path)
     with Predictor(nncf_result.directory, backend="openvino", precision="int8", threads=1) as on_ov, \
             Predictor(nncf_result.directory, precision="int8", threads=1) as on_ort, \
             Predictor(nncf_result.directory, precision="fp32", threads=1) as fp32:
-        assert on_ov.file.name == "model.int8-nncf.onnx" and on_ort.file.name == "model.int8.onnx"
+        assert on_ov.file.name == "model.int8-nncf.xml" and on_ort.file.name == "model.int8.onnx"
         masks = [p(frame) for p in (on_ov, on_ort, fp32)]
     assert all(m.shape == (50, 90) for m in masks)
     assert (masks[0] == masks[2]).mean() > 0.8 and (masks[1] == masks[2]).mean() > 0.8
@@ -175,3 +186,38 @@ def test_a_hang_is_stopped_at_the_timeout(tiny_onnx, monkeypatch):
 
 def test_a_healthy_backend_passes_the_probe(tiny_onnx):
     probe("openvino", tiny_onnx, None, (64, 64), "fp32", 1, {})  # no exception
+
+
+def test_nncf_keeps_float_exactly_the_layers_it_is_told_to(tiny_onnx, tmp_path):
+    """The search and the classifier rule name ONNX layers; NNCF quantizes OpenVINO's model, whose ops are named
+    after the ONNX nodes (plus suffixes): each named layer must come out float, and only those."""
+    pytest.importorskip("nncf", reason="NNCF is not installed")
+    from segedge.graph.int8 import Int8Config, NncfGraph, calibrated_graph
+
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal((1, 3, 64, 64), dtype=np.float32) for _ in range(4)]
+    config = Int8Config(scheme="openvino", calib_images=4, quantize_classifier=True)
+    with calibrated_graph(tiny_onnx, lambda: iter(arrays), config, available_images=4) as graph:
+        assert isinstance(graph, NncfGraph) and graph.suffix == ".xml"
+        layers = [layer for layer in graph.layers() if layer.op_type in ("Conv", "ConvTranspose")]
+        # a ConvTranspose first: OpenVINO names its op apart from the ONNX node
+        convs = sorted((layer.name for layer in layers), key=lambda name: dict(
+            (layer.name, layer.op_type) for layer in layers)[name] != "ConvTranspose")
+        full = graph.quantize(tmp_path / "full.xml")
+        one_float = graph.quantize(tmp_path / "minus.xml", exclude=convs[:1])
+        only_one = graph.quantize(tmp_path / "only.xml", only=convs[:1])
+        graph.write_float(tmp_path / "float.xml")
+        graph.copy(tmp_path / "minus.xml", tmp_path / "copied.xml")
+        assert graph.counts(tmp_path / "copied.xml") == {k: one_float[k] for k in ("fake_quantize_nodes", "float_convs_left")}
+        float_counts = graph.counts(tmp_path / "float.xml")
+    assert full["float_convs_left"] == 0 and full["fake_quantize_nodes"] > 0
+    assert one_float["float_convs_left"] == 1
+    assert only_one["float_convs_left"] == len(convs) - 1
+    assert float_counts == {"fake_quantize_nodes": 0, "float_convs_left": len(convs)}
+    for name in ("full", "minus", "only", "float"):  # an IR is its .xml and its .bin, nothing left beside them
+        assert (tmp_path / f"{name}.bin").is_file()
+    assert not list(tmp_path.glob(".*"))
+    x = arrays[0]
+    with ovb.OpenVinoRunner(tmp_path / "float.xml", threads=1) as floated, \
+            OnnxRuntimeRunner(tiny_onnx, threads=1) as reference:
+        np.testing.assert_allclose(floated.infer(x), reference.infer(x), atol=1e-4)

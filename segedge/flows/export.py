@@ -461,7 +461,7 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
                 from segedge.verify.sensitivity import mixed_precision_search, torch_scopes
 
                 result = mixed_precision_search(graph, get_reference(), candidate, icfg.max_drop, icfg.max_search_steps,
-                                                threads=threads, scopes=torch_scopes(onnx_path), log=log,
+                                                threads=threads, scopes=torch_scopes(onnx_path, graph.source), log=log,
                                                 order=icfg.search_order)
                 log(f"int8  {result.message}")
                 info = {"mixed_precision": result.as_dict(), **graph.counts(candidate)}

@@ -32,12 +32,12 @@ def model_sensitivity(config: ExportConfig, block_depth: int | None = None, log:
     fp32 = export_model(replace(config, precisions=()), log=log, progress=progress)
     setup = calibration_setup(config, fp32, log=log)
     reference = reference_for(setup.source, setup.eval_set, fp32.manifest["config"]["eval"]["images"], setup.threads)
-    scopes = torch_scopes(fp32.file("onnx"))
     icfg = config.int8_config
 
     calibration_inputs, _ = calibration_feed(setup.calib_set, setup.source.spec, icfg, setup.source.io)
     with calibrated_graph(fp32.file("sim"), calibration_inputs, icfg, len(setup.calib_set),
                           ranges_cache=setup.ranges_cache) as graph:
+        scopes = torch_scopes(fp32.file("onnx"), graph.source)
         groups = blocks(graph, scopes, block_depth) if block_depth else None
         with scratch_dir("sensitivity") as work:
             full_path = Path(work) / f"full{graph.suffix}"

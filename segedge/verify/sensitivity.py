@@ -59,18 +59,21 @@ def _most_sensitive_first(item: LayerSensitivity) -> tuple[float, float]:
     return (-round(item.miou_drop, 3), item.argmax_agreement)
 
 
-def torch_scopes(onnx_path: str | Path) -> dict[str, str]:
+def torch_scopes(onnx_path: str | Path, graph_path: str | Path | None = None) -> dict[str, str]:
     """Node name → torch module path (``down1.1.conv``) from the exporter's metadata, when it recorded one.
 
     The simplifier and onnxruntime's pre-processing drop node metadata but keep node names, so this reads
-    the unsimplified export.
+    the unsimplified export. They also fuse nodes into new ones (a Linear's MatMul + Add becomes ``Gemm_4``):
+    given ``graph_path`` (the graph whose layers are ranked), such a node takes the module of the export's
+    node that consumed its weights, or else of the one that produced its output, so it falls in its block.
     """
     import ast
 
     import onnx
 
+    exported = onnx.load(str(onnx_path), load_external_data=False).graph
     scopes = {}
-    for node in onnx.load(str(onnx_path), load_external_data=False).graph.node:
+    for node in exported.node:
         props = {p.key: p.value for p in node.metadata_props}
         if "pkg.torch.onnx.name_scopes" not in props:
             continue
@@ -81,7 +84,24 @@ def torch_scopes(onnx_path: str | Path) -> dict[str, str]:
         modules = [n for n in names[:-1] if n]  # the last entry is the op itself
         if modules:
             scopes[node.name] = modules[-1]
-    return scopes
+    if graph_path is None or not scopes:
+        return scopes
+    weights = {t.name for t in exported.initializer}
+    weight_scope: dict[str, str] = {}  # an initializer → the module of the node that reads it
+    output_scope: dict[str, str] = {}  # a tensor → the module of the node that writes it
+    for node in exported.node:
+        scope = scopes.get(node.name)
+        if scope:
+            weight_scope.update({name: scope for name in node.input if name in weights})
+            output_scope.update({name: scope for name in node.output})
+    found = dict(scopes)
+    for node in onnx.load(str(graph_path), load_external_data=False).graph.node:
+        if node.name and node.name not in found:
+            scope = next((weight_scope[n] for n in node.input if n in weight_scope), None) or next(
+                (output_scope[n] for n in node.output if n in output_scope), None)
+            if scope:
+                found[node.name] = scope
+    return found
 
 
 def blocks(graph: CalibratedGraph, scopes: dict[str, str], depth: int) -> dict[str, list[str]]:

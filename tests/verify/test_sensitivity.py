@@ -172,3 +172,34 @@ def test_block_ranking_covers_every_layer_with_fewer_evaluations(setup, monkeypa
     assert measured == sorted(measured, key=lambda r: (-round(r.miou_drop, 3), r.argmax_agreement))
     assert len(evaluations) == len(groups) + len(measured) < len(layers)
     assert len(measured) <= sum(len(g) for _, g in worst[:REFINE_BLOCKS])
+
+
+def test_fused_gemm_nodes_keep_their_module(tmp_path):
+    """The simplifier fuses a Linear's MatMul + Add on tokens into a new node (``Gemm_4``) without the exporter's
+    module metadata; it must still fall in its module's block, not be a block of its own."""
+    import onnx
+    import torch
+
+    from segedge.graph.simplify import simplified_onnx
+
+    class Mixer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Conv2d(3, 8, 4, stride=4)
+            self.block = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 8))
+            self.head = torch.nn.Conv2d(8, 3, 1)
+
+        def forward(self, x):
+            y = self.embed(x)
+            b, c, h, w = y.shape
+            tokens = self.block(y.flatten(2).transpose(1, 2))
+            return self.head(tokens.transpose(1, 2).reshape(b, c, h, w))
+
+    exported, simple = tmp_path / "mixer.onnx", tmp_path / "mixer.sim.onnx"
+    torch.onnx.export(Mixer().eval(), (torch.randn(1, 3, 16, 16),), str(exported), dynamo=True, verbose=False)
+    simplified_onnx(exported, simple)
+    layers = [n.name for n in onnx.load(str(simple)).graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    assert len(layers) == 4
+    assert not all(name in torch_scopes(exported) for name in layers)  # what the fusion loses by name alone
+    scopes = torch_scopes(exported, simple)
+    assert sorted(scopes[name] for name in layers) == ["block.0", "block.2", "embed", "head"]

@@ -143,8 +143,9 @@ class Backend:
         """How a row at ``precision`` runs beyond the backend's name (device, arithmetic), stored with the row."""
         return ""
 
-    def prepare(self, artifact: Path, profile, input_size: tuple[int, int]) -> Path:
-        """The file the runner loads: the ONNX artifact itself, or a form derived from it and cached."""
+    def prepare(self, artifact: Path, profile, input_size: tuple[int, int], precision: str = "fp32") -> Path:
+        """The file the runner loads: the ONNX artifact itself, or a form derived from it and cached (a backend
+        whose build fixes the arithmetic, TensorRT, needs ``precision``: bf16 comes from the FP32 artifact)."""
         return artifact
 
     def runner(self, prepared: Path, *, precision: str, threads: int, profile, manifest: dict) -> "Runner":

@@ -33,7 +33,7 @@ def _child(backend_name: str, artifact: str, profile, input_size, precision: str
             backend = getattr(importlib.import_module(module), attribute)
         else:
             backend = get_backend(backend_name)
-        prepared = backend.prepare(Path(artifact), profile, input_size)
+        prepared = backend.prepare(Path(artifact), profile, input_size, precision=precision)
         runner = backend.runner(prepared, precision=precision, threads=threads, profile=profile, manifest=manifest)
         with runner:
             spec = runner.input_spec

@@ -299,7 +299,7 @@ def _measure_one(profile: Profile, export: ExportConfig, precision: str, config:
     input_size = tuple(result.manifest["config"]["input_size"])
     if backend.isolate:  # a native crash here would end the sweep: let a child process meet it first
         probe(backend.name, artifact, profile, input_size, precision, threads, result.manifest)
-    prepared = backend.prepare(artifact, profile, input_size)
+    prepared = backend.prepare(artifact, profile, input_size, precision=precision)
     runner = backend.runner(prepared, precision=precision, threads=threads, profile=profile, manifest=result.manifest)
     with runner:
         with PeakMemory() as memory:

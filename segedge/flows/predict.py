@@ -137,7 +137,7 @@ class Predictor:
         if refusal:
             raise SegedgeError(refusal)
         # a profile says how to build the backend's own form (a TensorRT engine); without one the file runs as is
-        prepared = backend.prepare(self.file, self.profile, self.size) if self.profile is not None else self.file
+        prepared = backend.prepare(self.file, self.profile, self.size, precision=self.precision) if self.profile is not None else self.file
         self._runner = backend.runner(prepared, precision=self.precision, threads=self.threads or default_threads(),
                                       profile=self.profile, manifest=manifest)
         self._runner.__enter__()

@@ -183,3 +183,122 @@ def test_torch_cuda_refuses_bf16_on_gpus_without_it():
     assert "compute capability 7.5" in backend.refuses("bf16", None, turing)
     assert backend.refuses("bf16", None, ampere) == ""
     assert backend.refuses("int8", None, ampere).startswith("torch-cuda does not run int8")
+
+
+# bf16 -------------------------------------------------------------------------------------------------------
+def _machine(**kwargs):
+    from segedge.core.hardware import Machine
+
+    return Machine(arch="x86_64", cpu="c", cores=8, os="Linux", **kwargs)
+
+
+def test_tensorrt_runs_bf16_where_it_can_and_says_why_not_elsewhere():
+    from types import SimpleNamespace
+
+    from segedge.backends.registry import get_backend
+
+    backend = get_backend("tensorrt")
+    assert "bf16" in backend.precisions
+    ampere = _machine(gpus=("NVIDIA A10",), compute_capability="8.6", tensorrt="10.3.0")
+    assert backend.refuses("bf16", None, ampere) == ""
+    assert backend.refuses("bf16", None, _machine(gpus=("Orin",), compute_capability="8.7", tensorrt="9.0.1")) == ""
+    assert backend.refuses("bf16", None, None) == ""  # not detected (predict): the build says what is missing
+    cases = {
+        "TensorRT 9.0 or later (none is installed)": _machine(gpus=("NVIDIA A10",), compute_capability="8.6"),
+        "TensorRT 9.0 or later (this machine has 8.6.2, which has no bf16)":
+            _machine(gpus=("Orin",), compute_capability="8.7", tensorrt="8.6.2"),
+        "a CUDA GPU of compute capability 8.0 or later (none is visible)": _machine(tensorrt="10.3.0"),
+        "compute capability 8.0 or later, Ampere or Orin (T4 is 7.5, which has no bf16)":
+            _machine(gpus=("T4",), compute_capability="7.5", tensorrt="10.3.0"),
+    }
+    for reason, machine in cases.items():
+        refusal = backend.refuses("bf16", None, machine)
+        assert refusal.startswith("TensorRT bf16 needs ") and reason in refusal, refusal
+    # a CPU-only machine without TensorRT gets both reasons in one line
+    both = backend.refuses("bf16", None, _machine())
+    assert "none is installed" in both and "none is visible" in both
+    dla = SimpleNamespace(name="orin-dla", tensorrt=SimpleNamespace(dla_core=0))
+    assert "the DLA runs fp16 and int8 only" in backend.refuses("bf16", dla, ampere)
+    # the other precisions are untouched by these checks
+    assert backend.refuses("fp16", None, _machine()) == ""
+
+
+def test_graph_precision_reads_a_bf16_graph(tiny_onnx, tmp_path):
+    from segedge.graph.bf16 import bf16_from_onnx
+
+    bf16 = tmp_path / "model.bf16.onnx"
+    bf16_from_onnx(tiny_onnx[1], bf16)
+    assert graph_precision(bf16) == "bf16"
+
+
+def test_the_bf16_builder_flag_keys_its_own_engine(tiny_onnx):
+    _, fp32, _ = tiny_onnx
+    plain = engine_cache_path(fp32, "9.3.0", "NVIDIA A10", "8.6", EngineSettings(strongly_typed=False))
+    flagged = engine_cache_path(fp32, "9.3.0", "NVIDIA A10", "8.6", EngineSettings(strongly_typed=False, bf16=True))
+    assert plain != flagged
+
+
+@pytest.mark.parametrize("strongly_typed", [True, False])
+def test_prepare_builds_bf16_from_a_bf16_copy_or_with_the_flag(tiny_onnx, tmp_path, monkeypatch, strongly_typed):
+    """The routing, on the CPU (engine_from_onnx replaced): strongly typed builds get the cached bf16 copy of
+    the FP32 artifact, weakly typed ones the FP32 graph with EngineSettings.bf16 (BuilderFlag.BF16)."""
+    import shutil
+
+    import segedge.backends.tensorrt.build as build
+    from segedge.backends.profiles import load_profile
+    from segedge.backends.registry import get_backend
+
+    artifact = tmp_path / "model.sim.onnx"
+    shutil.copy(tiny_onnx[1], artifact)
+    built = {}
+    monkeypatch.setattr(build, "builds_strongly_typed", lambda settings=EngineSettings(): strongly_typed)
+    monkeypatch.setattr(build, "engine_from_onnx", lambda source, settings, timing_cache=None: built.update(
+        source=source, settings=settings) or tmp_path / "model.engine")
+    backend = get_backend("tensorrt")
+    profile = load_profile("jetson-orin-nano")
+    assert backend.prepare(artifact, profile, (64, 64), precision="bf16") == tmp_path / "model.engine"
+    if strongly_typed:
+        assert built["source"] == tmp_path / "model.bf16.onnx" and graph_precision(built["source"]) == "bf16"
+        assert not built["settings"].bf16
+    else:
+        assert built["source"] == artifact and built["settings"].bf16
+        assert not (tmp_path / "model.bf16.onnx").exists()
+    backend.prepare(artifact, profile, (64, 64))  # fp32 by default: the artifact as it is, no flag
+    assert built["source"] == artifact and not built["settings"].bf16
+
+
+def _bf16_gpu() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(0) >= (8, 0)
+    except ImportError:
+        return False
+
+
+@pytest.mark.skipif(not (HAS_TRT and _bf16_gpu()), reason="needs TensorRT (9.0 or later) and a GPU with bf16 "
+                    "(compute capability 8.0 or later: Ampere, Orin); pip install 'segedge[tensorrt]' on such a machine")
+def test_tensorrt_bf16_engine_matches_onnxruntime(tiny_onnx, tmp_path):
+    import shutil
+
+    from segedge.backends.onnxruntime import OnnxRuntimeRunner
+    from segedge.backends.profiles import load_profile
+    from segedge.backends.registry import get_backend
+    from segedge.backends.tensorrt.build import builds_strongly_typed, read_meta
+    from segedge.backends.tensorrt.runner import TensorRTRunner
+
+    artifact = tmp_path / "model.sim.onnx"
+    shutil.copy(tiny_onnx[1], artifact)
+    backend = get_backend("tensorrt")
+    engine = backend.prepare(artifact, load_profile("jetson-orin-nano"), (64, 64), precision="bf16")
+    meta = read_meta(engine)
+    if builds_strongly_typed():
+        assert meta.graph_precision == "bf16" and (tmp_path / "model.bf16.onnx").is_file()
+    else:
+        assert meta.graph_precision == "fp32" and meta.settings["bf16"] is True
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64), dtype=np.float32)
+    with OnnxRuntimeRunner(artifact) as ort_runner, TensorRTRunner(engine, cuda_graph=True) as trt_runner:
+        want = ort_runner.infer(x)
+        got = trt_runner.infer(x)
+    assert np.abs(got - want).max() <= 2e-2 * np.abs(want).max()
+    assert (got.argmax(1) == want.argmax(1)).mean() > 0.98

@@ -1,10 +1,12 @@
 """``engine_from_onnx``: ONNX → serialized TensorRT engine, and the engine cache.
 
-Precision comes from the ONNX graph: Q/DQ nodes for INT8, an FP16 graph for FP16. Where TensorRT offers
+Precision comes from the ONNX graph: Q/DQ nodes for INT8, an FP16 graph for FP16, a BF16 graph
+(:func:`segedge.graph.bf16.bf16_from_onnx`) for BF16. Where TensorRT offers
 strongly typed networks (10.x; required in 11.x) the network is built strongly typed, so the engine runs
 exactly the precision the graph — and its parity check — had. TensorRT 8.6 (JetPack 6.0) has no strong
 typing: there, and only there, the FP16/INT8 builder flags are set to match the graph (TensorRT 10.1
-deprecated implicit INT8 calibrators; TensorRT 11 removed the precision flags).
+deprecated implicit INT8 calibrators; TensorRT 11 removed the precision flags). A weakly typed build may
+also run an FP32 graph with BF16 kernels allowed (``EngineSettings.bf16``, TensorRT 9.0 on).
 
 Engines are not portable across GPUs or TensorRT versions, and TensorRT's own error on a mismatch is
 obscure, so every engine is stored with a JSON sidecar (TensorRT version, GPU, compute capability, ONNX
@@ -40,6 +42,7 @@ class EngineSettings:
     dla_core: int = -1  # ≥ 0: build for that DLA core, layers DLA cannot run fall back to the GPU
     builder_optimization_level: int = 3
     strongly_typed: bool = True  # where the TensorRT version has it
+    bf16: bool = False  # weakly typed builds: let TensorRT pick BF16 kernels for an FP32 graph (BuilderFlag.BF16)
 
     def validate(self) -> None:
         shapes = [s for s in (self.min_shape, self.opt_shape, self.max_shape) if s is not None]
@@ -67,15 +70,19 @@ class EngineMeta:
 
 
 def graph_precision(onnx_path: str | Path) -> str:
-    """'int8' when the graph holds Q/DQ pairs, 'fp16' when its float weights are FP16, else 'fp32'."""
+    """'int8' when the graph holds Q/DQ pairs, 'fp16' / 'bf16' when its float weights (initializers or
+    Constant nodes) are FP16 / BF16, else 'fp32'."""
     import onnx
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     ops = {n.op_type for n in model.graph.node}
     if {"QuantizeLinear", "DequantizeLinear"} <= ops:
         return "int8"
-    float_types = {t.data_type for t in model.graph.initializer if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)}
-    return "fp16" if onnx.TensorProto.FLOAT16 in float_types else "fp32"
+    float_types = {t.data_type for t in model.graph.initializer}
+    float_types |= {a.t.data_type for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"}
+    if onnx.TensorProto.FLOAT16 in float_types:
+        return "fp16"
+    return "bf16" if onnx.TensorProto.BFLOAT16 in float_types else "fp32"
 
 
 def slug(text: str) -> str:
@@ -84,8 +91,11 @@ def slug(text: str) -> str:
 
 def engine_cache_path(onnx_path: Path, trt_version: str, gpu: str, compute_capability: str, settings: EngineSettings) -> Path:
     """``model.<trt-ver>.<gpu>.<key>.engine`` beside the ONNX file; the key covers ONNX hash and settings."""
+    options = asdict(settings)
+    if not settings.bf16:  # added later: left out when off, so engines cached before it keep their key
+        del options["bf16"]
     key = config_hash({"onnx": sha256_file(onnx_path), "trt": trt_version, "gpu": gpu, "cc": compute_capability,
-                       "settings": asdict(settings)})
+                       "settings": options})
     stem = onnx_path.name.removesuffix(".onnx")
     return onnx_path.with_name(f"{stem}.trt{trt_version}.{slug(gpu)}.{key[:8]}.engine")
 
@@ -146,6 +156,13 @@ def _major(version: str) -> int:
     return int(version.split(".")[0])
 
 
+def builds_strongly_typed(settings: EngineSettings = EngineSettings()) -> bool:
+    """Whether :func:`engine_from_onnx` builds strongly typed here (the settings ask for it and this TensorRT
+    has it): then a precision must be in the graph's types, not asked of the builder."""
+    trt = _tensorrt()
+    return settings.strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+
+
 def engine_from_onnx(
     onnx_path: str | Path,
     settings: EngineSettings = EngineSettings(),
@@ -171,7 +188,10 @@ def engine_from_onnx(
     flags = 0
     if _major(version) < 10:
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    strongly_typed = settings.strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+    strongly_typed = builds_strongly_typed(settings)
+    if strongly_typed and settings.bf16 and precision != "bf16":
+        raise SegedgeError(f"a strongly typed build takes bf16 from the graph, and {onnx_path.name} is {precision}: "
+                           "build from its bf16 copy (segedge.graph.bf16.bf16_from_onnx), or set strongly_typed=False")
     if strongly_typed:
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
@@ -190,8 +210,12 @@ def engine_from_onnx(
             config.set_flag(trt.BuilderFlag.FP16)
         if precision == "int8" and hasattr(trt.BuilderFlag, "INT8"):
             config.set_flag(trt.BuilderFlag.INT8)
+        if settings.bf16 or precision == "bf16":
+            if not hasattr(trt.BuilderFlag, "BF16"):
+                raise TensorRTUnavailable(f"TensorRT {version} has no BF16 builder flag: bf16 needs TensorRT 9.0 or later")
+            config.set_flag(trt.BuilderFlag.BF16)
     if settings.dla_core >= 0:
-        if precision == "fp32":
+        if precision in ("fp32", "bf16") or settings.bf16:
             raise SegedgeError("DLA runs FP16 or INT8 only: build from the FP16 or INT8 ONNX for a DLA core")
         if builder.num_DLA_cores <= settings.dla_core:
             raise TensorRTUnavailable(f"DLA core {settings.dla_core} requested, this device has {builder.num_DLA_cores}")

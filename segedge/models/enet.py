@@ -11,9 +11,14 @@ transposed conv ("fullconv").
 The channel zero-padding is an ONNX Pad on the channel axis (sizes from the constructor, never from
 shapes). The initial conv pads right and bottom only, so that torch.export can prove its output the max
 pool's size at every H (with symmetric padding, nested divisibility guards make the export fail with named
-dynamic Dims). As for SegNet, two variants share one state_dict layout (see ``unpooling.py``): ``enet``
-unpools with indices (MaxPool's indices output + ScatterND in ONNX; TensorRT's parser lacks the former),
-``enet-trt`` with the index-free first-maximum mask.
+dynamic Dims). All unpooling forms share one state_dict layout (see ``unpooling.py``) and give the same
+outputs. ``enet`` and ``enet-trt`` both unpool with the index-free first-maximum mask (``index_free``):
+``ENet(unpool_mode="indexed")``, the paper's MaxPool indices + max_unpool2d, stays available, but its ONNX
+(MaxPool's indices output + ScatterND) is rejected by TensorRT's parser and run by OpenVINO's CPU plugin as a
+reference kernel, which made ``enet`` ~4× slower there than the whole rest of the network; onnxruntime runs
+both forms at the same speed (``benchmarks/bench_enet_openvino.py``). ``depth_to_space`` is as fast in f32 and
+keeps OpenVINO bf16's numbers identical to the indexed graph's, but was never faster than ``index_free`` in
+bf16 here (bf16/f32 speed-up 1.13–1.54× against 1.29–1.65× over four loaded runs; equal on the quietest).
 """
 
 from __future__ import annotations
@@ -170,7 +175,7 @@ class ENet(nn.Module):
 
 
 def build_enet(num_classes: int, width: float = 1.0) -> ENet:
-    return ENet(num_classes=num_classes, width=width, unpool_mode="indexed")
+    return ENet(num_classes=num_classes, width=width, unpool_mode="index_free")
 
 
 def build_enet_trt(num_classes: int, width: float = 1.0) -> ENet:
@@ -182,15 +187,14 @@ register_model(
         name="enet",
         builder=build_enet,
         description=(
-            "ENet (Paszke 2016): 0.36M-param real-time encoder-decoder, unpooling with max-pool indices. "
-            "Exports MaxPool with indices + ScatterND: onnxruntime only, TensorRT's parser does not take "
-            "MaxPool's indices output (use enet-trt)"
+            "ENet (Paszke 2016): 0.36M-param real-time encoder-decoder; max-unpooling exported index-free "
+            "(first-maximum mask, equal to max_unpool2d): no MaxPool indices, which OpenVINO's CPU plugin "
+            "runs as a slow reference kernel and TensorRT's parser rejects"
         ),
         default_input_size=(512, 1024),
         num_classes=19,
         output_stride=8,
         min_input_size=(32, 32),
-        tensorrt_parser_safe=False,
     )
 )
 
@@ -199,8 +203,8 @@ register_model(
         name="enet-trt",
         builder=build_enet_trt,
         description=(
-            "ENet with index-free unpooling (first-maximum mask): equal to enet with the same weights, "
-            "TensorRT-parseable"
+            "ENet with index-free unpooling (first-maximum mask): the same graph as enet, kept under its "
+            "name from when enet exported MaxPool indices"
         ),
         default_input_size=(512, 1024),
         num_classes=19,

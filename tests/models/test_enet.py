@@ -1,14 +1,18 @@
-"""ENet: the paper's size and layout, and the index-free variant equal to the indexed one."""
+"""ENet: the paper's size and layout, and the index-free variants equal to the indexed one."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
+import pytest
 import torch
+import torch.nn.functional as F
 
 from segedge.models.enet import ENet, RegularBottleneck
 from segedge.models.registry import get_spec
+from segedge.models.unpooling import SwitchPool2d, SwitchUnpool2d
 
 SIZE = (32, 64)
 
@@ -50,16 +54,61 @@ def test_encoder_uses_prelu_and_decoder_relu() -> None:
     assert not any(isinstance(m, torch.nn.PReLU) for m in [*model.stage4.modules(), *model.up5.modules()])
 
 
-def test_enet_trt_is_numerically_equal_to_enet_with_the_same_weights() -> None:
+def _tied_inputs(shape: tuple[int, ...]) -> list[torch.Tensor]:
+    """Random values, then inputs full of equal values in one window: small integers, constant blocks, zeros
+    of both signs, one window position raised in every window (each of the four in turn)."""
     torch.manual_seed(0)
-    indexed = get_spec("enet").build(num_classes=5, width=0.5)
-    index_free = get_spec("enet-trt").build(num_classes=5, width=0.5)
-    index_free.load_state_dict(indexed.state_dict())
+    n, c, h, w = shape
+    inputs = [torch.randn(shape), torch.randint(-2, 3, shape).float(), torch.randint(0, 2, shape).float()]
+    inputs.append(F.interpolate(torch.randn(n, c, h // 2, w // 2).round(), size=(h, w), mode="nearest"))
+    signed_zeros = torch.zeros(shape)
+    signed_zeros[..., 0::2, 0::2] = -0.0
+    inputs.append(signed_zeros)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            x = torch.randint(0, 2, shape).float()
+            x[..., dy::2, dx::2] += 1.0  # a unique max at (dy, dx) in some windows, ties with it elsewhere
+            inputs.append(x)
+    return inputs
+
+
+@pytest.mark.parametrize("mode", ["index_free", "depth_to_space"])
+@pytest.mark.parametrize("shape", [(2, 3, 8, 12), (1, 16, 32, 64)])
+def test_index_free_pool_and_unpool_equal_max_unpool2d_ties_included(mode, shape) -> None:
+    pool, unpool = SwitchPool2d(mode), SwitchUnpool2d(mode)
+    for x in _tied_inputs(shape):
+        pooled, indices = F.max_pool2d(x, kernel_size=2, stride=2, return_indices=True)
+        expected = F.max_unpool2d(pooled, indices, kernel_size=2, stride=2)
+        got_pooled, switches = pool(x)
+        assert torch.equal(got_pooled, pooled)
+        # one winner per window, where torch's index points: unpool a tensor of ones, and the pooled values
+        ones = torch.ones_like(pooled)
+        assert torch.equal(unpool(ones, switches), F.max_unpool2d(ones, indices, kernel_size=2, stride=2))
+        assert torch.equal(unpool(pooled, switches), expected)
+        values = torch.randn_like(pooled)  # values unrelated to x, as in the decoder
+        assert torch.equal(unpool(values, switches), F.max_unpool2d(values, indices, kernel_size=2, stride=2))
+
+
+def test_enet_variants_are_numerically_equal_with_the_same_weights() -> None:
+    torch.manual_seed(0)
+    indexed = ENet(num_classes=5, width=0.5, unpool_mode="indexed").eval()
     images = torch.randn(2, 3, *SIZE)
     blocky = torch.nn.functional.interpolate(images[:, :, ::4, ::4].round(), size=SIZE, mode="nearest")  # ties
-    with torch.no_grad():
-        for x in (images, blocky):
-            assert torch.equal(indexed(x), index_free(x))
+    for name in ("enet", "enet-trt"):
+        variant = get_spec(name).build(num_classes=5, width=0.5).eval()
+        variant.load_state_dict(indexed.state_dict())  # same parameter and buffer names
+        with torch.no_grad():
+            for x in (images, blocky, torch.zeros(1, 3, *SIZE)):
+                assert torch.equal(indexed(x), variant(x)), name
+
+
+def test_indexed_checkpoint_loads_into_enet_and_back() -> None:
+    indexed = ENet(num_classes=5, width=0.25, unpool_mode="indexed")
+    enet = get_spec("enet").build(num_classes=5, width=0.25)
+    assert list(indexed.state_dict()) == list(enet.state_dict())
+    assert [n for n, _ in indexed.named_modules()] == [n for n, _ in enet.named_modules()]
+    enet.load_state_dict(indexed.state_dict(), strict=True)
+    indexed.load_state_dict(enet.state_dict(), strict=True)
 
 
 def test_enet_trt_exports_without_scatter_or_pooling_indices(tmp_path: Path) -> None:
@@ -75,3 +124,54 @@ def test_enet_trt_exports_without_scatter_or_pooling_indices(tmp_path: Path) -> 
     assert ops.isdisjoint({"ScatterND", "ScatterElements", "MaxUnpool"})
     assert all(len(n.output) == 1 for n in nodes if n.op_type == "MaxPool")
     assert {"PRelu", "ConvTranspose", "Pad"} <= ops  # PReLU kept, fullconv, zero-padded channel shortcut
+
+
+def _export(name: str, path: Path, model: torch.nn.Module | None = None) -> torch.nn.Module:
+    model = (model or get_spec(name).build(num_classes=5, width=0.25)).eval()
+    dims = {2: torch.export.Dim("height", min=32, max=4096), 3: torch.export.Dim("width", min=32, max=4096)}
+    torch.onnx.export(
+        model, (torch.randn(1, 3, *SIZE),), path, input_names=["input"], output_names=["logits"],
+        opset_version=18, dynamo=True, dynamic_shapes=(dims,),
+    )
+    return model
+
+
+@pytest.mark.parametrize("form", ["enet", "depth_to_space"])
+def test_enet_exports_without_pooling_indices_and_runs_on_onnxruntime_and_openvino(form, tmp_path: Path) -> None:
+    """The enet graph (and the DepthToSpace form): no MaxPool indices output (OpenVINO's CPU plugin runs it as a
+    reference kernel, TensorRT's parser rejects it), no scatter; the same outputs on onnxruntime and OpenVINO
+    as the indexed model in torch."""
+    import onnxruntime as ort
+
+    path = tmp_path / f"{form}.onnx"
+    torch.manual_seed(0)
+    model = _export("enet", path, ENet(num_classes=5, width=0.25, unpool_mode=form) if form != "enet" else None)
+    nodes = onnx.load(path).graph.node
+    ops = {n.op_type for n in nodes}
+    assert ops.isdisjoint({"ScatterND", "ScatterElements", "MaxUnpool"})
+    assert all(len(n.output) == 1 for n in nodes if n.op_type == "MaxPool")
+    if form == "depth_to_space":
+        assert "DepthToSpace" in ops and all(
+            a.s == b"CRD" for n in nodes if n.op_type == "DepthToSpace" for a in n.attribute if a.name == "mode"
+        )
+    assert get_spec("enet").tensorrt_parser_safe
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    try:
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    except ImportError:
+        compiled = None
+    indexed = ENet(num_classes=5, width=0.25, unpool_mode="indexed").eval()
+    indexed.load_state_dict(model.state_dict())
+    images = torch.randn(1, 3, 64, 96)  # another size: the graph is dynamic
+    blocky = F.interpolate(images[:, :, ::4, ::4].round(), size=(64, 96), mode="nearest")
+    for x in (torch.randn(1, 3, *SIZE), images, blocky):
+        with torch.no_grad():
+            expected = indexed(x).numpy()
+        outputs = {"onnxruntime": session.run(None, {"input": x.numpy()})[0]}
+        if compiled is not None:
+            outputs["openvino"] = compiled.create_infer_request().infer({0: x.numpy()})[0]
+        for backend, got in outputs.items():
+            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max(), err_msg=backend)

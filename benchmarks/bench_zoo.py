@@ -101,7 +101,7 @@ def measure(name: str, args) -> dict:
 
     def export(icfg: Int8Config):
         return export_model(ExportConfig(model=spec.name, checkpoint=ckpt_path, input_size=size, precisions=("int8",),
-                                         gates={**{n: s.gate for n, s in STAGES.items()}, "int8": ParityGate(0.0)}, int8_config=icfg,
+                                         gates={**{n: s.gate for n, s in STAGES.items()}, "int8": ParityGate(0.0), "int8-nncf": ParityGate(0.0)}, int8_config=icfg,
                                          eval_images=args.eval_images, threads=args.threads))
 
     base = dict(calib_images=args.calib_images)
@@ -124,6 +124,8 @@ def measure(name: str, args) -> dict:
         runners = {"fp32": OnnxRuntimeRunner(after.file("sim"), threads=args.threads),
                    "before": OnnxRuntimeRunner(before_file, threads=args.threads),
                    "after": OnnxRuntimeRunner(after.file("int8"), threads=args.threads)}
+        openvino = openvino_rows(spec.name, after, budget, base, export, args) if args.openvino else {}
+        runners.update(openvino.pop("runners", {}))
         stats = side_by_side_latencies(runners, x, warmup=1, rounds=args.rounds)
         # the drop's 95 % paired bootstrap interval over the evaluation images: the budget is judged at its upper end
         from segedge.flows.export import evaluation_sets, reference_for, resolve_source
@@ -133,6 +135,12 @@ def measure(name: str, args) -> dict:
         reference = reference_for(source, evaluation_sets("synthetic", size, 0)[0], args.eval_images, args.threads)
         with OnnxRuntimeRunner(after.file("int8"), threads=args.threads) as runner:
             interval = accuracy_on_active_runner(runner, reference).interval
+        scored = {"ORT int8": (stats["after"].median_ms, interval.high, interval.low)}
+        for key in ("OV bf16", "OV int8"):
+            if key in runners:
+                with runners[key] as runner:
+                    acc = accuracy_on_active_runner(runner, reference)
+                scored[key] = (stats[key].median_ms, acc.interval.high, acc.interval.low)
     ms = {k: s.median_ms for k, s in stats.items()}
     after_parity = stages["int8"]["parity"]
     drop = after_parity["miou_drop_points"]
@@ -156,11 +164,71 @@ def measure(name: str, args) -> dict:
         "budget": budget, "meets_drop": interval.high <= budget, "meets_speed": speedup >= 1.5,
         "train_iterations": recipe.iterations, "train_batch": recipe.batch_size, "train_s": round(train_s, 0),
         "quantize_nodes_before": layers, "status": "ok",
+        **best_cpu_row(ms, scored, budget, openvino),
     }
+
+
+def openvino_rows(name: str, after, budget: float, base: dict, export, args) -> dict:
+    """OpenVINO's candidates for the best CPU row: f32 and bf16 on the FP32 graph, and NNCF's INT8 (searched at
+    the budget when full INT8 misses it), float layers in bf16 where the CPU has it, as `segedge bench
+    --profile openvino-cpu` runs them. A native crash compiling a graph is a reason, not the end of the run."""
+    from segedge.backends.isolate import probe
+    from segedge.backends.openvino import OPENVINO, OpenVinoRunner, capabilities
+    from segedge.core.errors import SegedgeError
+
+    threads, size = args.threads, tuple(after.manifest["config"]["input_size"])
+    runners = {"OV f32": OpenVinoRunner(after.file("sim"), threads=threads, inference_precision="f32")}
+    if "BF16" in capabilities():
+        runners["OV bf16"] = OpenVinoRunner(after.file("sim"), threads=threads, inference_precision="bf16")
+    info: dict = {}
+    nncf = export(Int8Config(**base, scheme="openvino"))
+    stage = nncf.manifest["stages"]["int8-nncf"]
+    if stage["parity"]["miou_drop_points"] > budget:
+        nncf = export(Int8Config(**base, scheme="openvino", max_drop=budget, max_search_steps=args.search_steps,
+                                 search_order="blocks"))
+        stage = nncf.manifest["stages"]["int8-nncf"]
+        info["ov_int8_float_layers"] = len(stage["mixed_precision"]["kept_float"])
+    try:
+        probe("openvino", nncf.file("int8-nncf"), None, size, "int8", threads, {})
+        runners["OV int8"] = OpenVinoRunner(nncf.file("int8-nncf"), threads=threads,
+                                            inference_precision=OPENVINO.float_precision(None))
+    except SegedgeError as exc:
+        info["ov_int8_failed"] = str(exc)
+    return {"runners": runners, **info}
+
+
+def best_cpu_row(ms: dict, scored: dict, budget: float, openvino: dict) -> dict:
+    """The fastest of ORT INT8, OpenVINO bf16 and OpenVINO INT8 whose drop interval's upper end is within the
+    budget, and its speed-up over the faster FP32 runner (ORT or OpenVINO f32: a user would pick the faster)."""
+    if "OV f32" not in ms:
+        return {}
+    fp32 = min(ms["fp32"], ms["OV f32"])
+    row = {"ov_f32_ms": round(ms["OV f32"], 1), **{k: v for k, v in openvino.items() if k != "runners"}}
+    for key, (median, high, low) in scored.items():
+        slug = key.lower().replace(" ", "_")
+        row.update({f"{slug}_ms": round(median, 1), f"{slug}_drop_high": round(high, 3), f"{slug}_drop_low": round(low, 3)})
+    within = {key: v[0] for key, v in scored.items() if v[1] <= budget}
+    best = min(within, key=within.get) if within else None
+    row.update({"best_row": best, "best_ms": round(within[best], 1) if best else None,
+                "best_speedup": round(fp32 / within[best], 2) if best else None, "best_fp32_ms": round(fp32, 1),
+                "best_meets_speed": bool(best) and fp32 / within[best] >= 1.5})
+    return row
 
 
 def _interval(row: dict) -> str:
     return f" [{row['after_drop_low']:+.2f}, {row['after_drop_high']:+.2f}]" if "after_drop_high" in row else ""
+
+
+def _openvino_cells(r: dict) -> str:
+    if "best_fp32_ms" not in r:
+        return "not measured | | "
+    def cell(key):
+        return f"{r[key + '_ms']} ({r[key + '_drop_high']:+.2f})" if key + "_ms" in r else "–"
+    int8 = cell("ov_int8") if "ov_int8_ms" in r else f"❌ {r.get('ov_int8_failed', '')[:60]}"
+    if r.get("ov_int8_float_layers"):
+        int8 += f", {r['ov_int8_float_layers']} float"
+    best = f"{r['best_row']} {r['best_ms']} ms, {r['best_speedup']}×" if r["best_row"] else "none within the budget"
+    return f"{r['ov_f32_ms']} / {cell('ov_bf16')} / {int8} | {best} | {'✅' if r['best_meets_speed'] else '❌'}"
 
 
 def write_table(rows: list[dict], machine: str, args, path: Path) -> None:
@@ -173,11 +241,15 @@ def write_table(rows: list[dict], machine: str, args, path: Path) -> None:
              "(Softmax float) and, where the drop still exceeds the budget (0.5 mIoU points for CNNs, "
              "1.0 for SegFormer/SETR), the `--max-drop` search keeping the most sensitive layers float (measured layer "
              f"by layer up to {args.search_max_gmacs:g} GMACs; above, output-first: the layers nearest the output). "
-             "Latencies: medians of the three graphs timed round-robin.",
+             "Latencies: medians of the graphs timed round-robin.",
+             "**best CPU row**: the fastest of ORT INT8 (after), OpenVINO bf16 and OpenVINO INT8 (NNCF, searched at "
+             "the budget when needed; float layers bf16) whose drop interval's upper end is within the budget, and "
+             "its speed-up over the faster FP32 runner (ORT or OpenVINO f32).",
              "Command: `python benchmarks/bench_zoo.py`", "",
              "| model | size | params (M) | GMACs | mIoU FP32 | FP32 ms | before: drop / agree % / × | "
-             "after: drop [95 % interval] / agree % / × | float layers | budget met (interval) | ≥ 1.5× |",
-             "|---|---|---:|---:|---:|---:|---|---|---:|:-:|:-:|"]
+             "after: drop [95 % interval] / agree % / × | float layers | budget met (interval) | ≥ 1.5× | "
+             "OV f32 / bf16 / int8 ms (drop high) | best CPU row: ms, × best FP32 | ≥ 1.5× |",
+             "|---|---|---:|---:|---:|---:|---|---|---:|:-:|:-:|---|---|:-:|"]
     for r in rows:
         if r["status"] != "ok":
             lines.append(f"| {r['model']} | ❌ {r['reason'][:120]} | | | | | | | | | |")
@@ -191,7 +263,7 @@ def write_table(rows: list[dict], machine: str, args, path: Path) -> None:
             f"| {r['model']} | {r['size']} | {r['params_m']} | {r['gmacs']} | {r['miou_fp32']} | {r['fp32_ms']} | "
             f"{r['before_drop']:+.2f} / {r['before_agreement']} / {r['before_speedup']} | "
             f"{r['after_drop']:+.2f}{_interval(r)} / {r['after_agreement']} / {r['after_speedup']} | {floats} | "
-            f"{'✅' if r['meets_drop'] else '❌'} | {'✅' if r['meets_speed'] else '❌'} |")
+            f"{'✅' if r['meets_drop'] else '❌'} | {'✅' if r['meets_speed'] else '❌'} | {_openvino_cells(r)} |")
     misses = [r for r in rows if r["status"] == "ok" and "after_drop" in r and not r["meets_drop"]]
     if misses:
         lines += ["", "Budget missed, what the search said:"]
@@ -212,13 +284,15 @@ def main() -> int:
                         help="heavier models search output-first instead of measuring each layer")
     parser.add_argument("--light-max-gmacs", type=float, default=40.0, help="heavier models train at batch 2")
     parser.add_argument("--train-only", action="store_true", help="fill the checkpoint cache, measure nothing")
+    parser.add_argument("--no-openvino", dest="openvino", action="store_false",
+                        help="ORT rows only (default: also OpenVINO f32/bf16/NNCF INT8 and the best CPU row)")
     args = parser.parse_args()
     models = args.models.split(",") if args.models else list_models()
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     data_path = out / f"zoo-{platform.machine()}.json"
     rows = json.loads(data_path.read_text())["rows"] if data_path.exists() else []
-    done = {r["model"] for r in rows if r["status"] == "ok" and "after_drop" in r}
+    done = {r["model"] for r in rows if r["status"] == "ok" and "after_drop" in r and (not args.openvino or "best_fp32_ms" in r)}
     machine = f"{cpu_model()}, {os.cpu_count()} cores"
     if args.train_only:
         for name in models:

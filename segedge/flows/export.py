@@ -401,7 +401,8 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
             info = onnx_from_torch(source.module, spec, candidate, size, dynamic=config.dynamic,
                                    dynamic_batch=config.dynamic_batch)
             return {"opset": info.opset, "input_shape": list(info.input_shape), "output_shape": list(info.output_shape),
-                    "dynamic_checked_at": list(info.second_size) if info.second_size else None}
+                    "dynamic_checked_at": list(info.second_size) if info.second_size else None,
+                    "run_check": {"max_abs_diff": info.max_abs_diff, "outlier_pixel_share": info.outlier_share}}
 
         run_stage("onnx", {"base": base_config}, onnx_stage)
         onnx_sha = manifest["stages"]["onnx"]["sha256"]

@@ -27,9 +27,15 @@ MIN_OPSET = 17
 EXPORT_OPSET = 18  # what the dynamo exporter writes natively; asking for 17 only logs a failed conversion
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
-# FP32 onnxruntime vs torch differ by ~1e-5 relative on most nets, up to 1.2e-3 on a trained SegNet (26 convs,
-# 512x1024, random input); a size baked into the graph differs by O(1). The argmax parity gate comes after.
+# FP32 onnxruntime vs torch differ by ~1e-5 relative on most nets, up to 2.6e-3 (99.9th percentile) on a trained
+# SegNet (26 convs, 512x1024, random input); a size baked into the graph differs by O(1) almost everywhere. The
+# argmax parity gate comes after.
 RUN_CHECK_RTOL = 5e-3
+# Max-unpooling nets (SegNet, ENet) route each value through a 2x2 window's maximum: where two values tie to within
+# rounding, onnxruntime and torch may pick different positions and a few pixels differ by O(1e-2) although the
+# graph is right. Measured: trained SegNet at 512x1024, 137 of 524,288 pixels (0.026 %), max diff 0.053, the same
+# for the indexed and the index-free form. A broken graph (a baked size, a wrong op) differs on most pixels.
+RUN_CHECK_OUTLIER_SHARE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,8 @@ class OnnxExportInfo:
     dynamic: bool
     second_size: tuple[int, int] | None  # the extra size a dynamic graph was run at
     seconds: float
+    max_abs_diff: float = 0.0  # against torch at the export size, random input
+    outlier_share: float = 0.0  # share of pixels whose diff exceeds the tolerance (a tied max-pool switch)
 
 
 @contextlib.contextmanager
@@ -133,7 +141,7 @@ def onnx_from_torch(
         checked = onnx.load(str(tmp))
         in_shape = _shape_of(checked.graph.input[0])
         out_shape = _shape_of(checked.graph.output[0])
-        _check_runs(tmp, module, input_size, spec)
+        max_diff, outliers = _check_runs(tmp, module, input_size, spec)
         if second is not None:
             _check_runs(tmp, module, second, spec)
         if dynamic_batch:
@@ -146,6 +154,8 @@ def onnx_from_torch(
         dynamic=dynamic,
         second_size=second,
         seconds=round(time.perf_counter() - started, 2),
+        max_abs_diff=max_diff,
+        outlier_share=outliers,
     )
 
 
@@ -167,8 +177,9 @@ def _shape_of(value_info) -> tuple[int | str, ...]:
     return tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in value_info.type.tensor_type.shape.dim)
 
 
-def _check_runs(path: Path, module, size: tuple[int, int], spec: ModelSpec, batch: int = 1) -> None:
-    """Run the file in onnxruntime at ``size``: output must be N×C×H×W and match torch."""
+def _check_runs(path: Path, module, size: tuple[int, int], spec: ModelSpec, batch: int = 1) -> tuple[float, float]:
+    """Run the file in onnxruntime at ``size``: output must be N×C×H×W and match torch, except on at most
+    ``RUN_CHECK_OUTLIER_SHARE`` of the pixels. Returns (max abs diff, share of pixels beyond the tolerance)."""
     import torch
 
     import onnxruntime as ort  # a plain session: the graph layer sits below the backends' runners
@@ -187,10 +198,19 @@ def _check_runs(path: Path, module, size: tuple[int, int], spec: ModelSpec, batc
         )
     if not np.isfinite(got).all():
         raise ArtifactError(f"exported graph returns non-finite logits at input {size[0]}x{size[1]}")
-    diff = float(np.abs(got - want).max())
+    return _localized_diff(got, want, size)
+
+
+def _localized_diff(got: np.ndarray, want: np.ndarray, size: tuple[int, int]) -> tuple[float, float]:
+    """(max abs diff, share of pixels beyond ``RUN_CHECK_RTOL`` of the logit scale); raises when that share is
+    above ``RUN_CHECK_OUTLIER_SHARE``."""
+    per_pixel = np.abs(got - want).max(axis=1)
+    diff = float(per_pixel.max())
     scale = max(1.0, float(np.abs(want).max()))
-    if diff > RUN_CHECK_RTOL * scale:
+    share = float((per_pixel > RUN_CHECK_RTOL * scale).mean())
+    if share > RUN_CHECK_OUTLIER_SHARE:
         raise ArtifactError(
-            f"exported graph differs from torch at input {size[0]}x{size[1]} (max abs diff {diff:.3g}, "
-            f"logit scale {scale:.3g}); a size baked into the graph is the usual cause"
+            f"exported graph differs from torch at input {size[0]}x{size[1]} on {100 * share:.2g} % of the pixels "
+            f"(max abs diff {diff:.3g}, logit scale {scale:.3g}); a size baked into the graph is the usual cause"
         )
+    return round(diff, 6), round(share, 6)

@@ -241,7 +241,7 @@ def write_table(rows: list[dict], machine: str, args, path: Path) -> None:
              f"{args.eval_images} held-out synthetic val images at the size shown. INT8: x86 scheme (u8 activations, "
              f"per-channel s8 weights), MinMax ranges from {args.calib_images} calibration images.",
              "**before**: onnxruntime's default op set, full INT8. **after**: segedge's default "
-             "(classifier and Softmax float, op set chosen by a timed probe) and the `--max-drop` search at the budget "
+             "(classifier and Softmax float, op set from the model's measured default or a probe that times and scores both) and the `--max-drop` search at the budget "
              "(0.5 mIoU points for CNNs, 1.0 for SegFormer/SETR, judged at the upper end of the drop's 95 % interval): "
              "blocks of the torch module tree quantized alone, then the layers of the three worst blocks, kept float "
              "most sensitive first (rows from runs before this search say output-first). "

@@ -418,6 +418,9 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
 
         if config.builds("int8"):
             icfg = config.int8_config
+            spec_op_set = icfg.op_set == "auto" and spec.int8_op_set != "auto" and icfg.scheme.quantizer == "onnxruntime"
+            if spec_op_set:  # resolved before the key: an artifact of another op set is never reused
+                icfg = replace(icfg, op_set=spec.int8_op_set)
             ranges = ranges_cache_path(art.path, icfg, sim_sha, config.calib_data)
 
             def int8_stage(candidate: Path) -> dict:
@@ -431,12 +434,18 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
                                           ranges_cache=ranges, progress=lambda n: bar.update(n - bar.n)) as graph:
                         bar.close()
                         op_set = None
+                        if spec_op_set:
+                            op_set = {"chosen": icfg.op_set, "why": f"{icfg.op_set}: {spec.name}'s measured default",
+                                      "op_types": icfg.op_types()}
+                            log(f"int8  op set: {icfg.op_set} ({spec.name}'s measured default)")
                         if icfg.op_set == "auto" and icfg.scheme.quantizer == "onnxruntime":
-                            chosen, probe_ms = probe_op_set(graph, next(iter(calibration_inputs())), threads or 1)
+                            chosen, probe = probe_op_set(graph, next(iter(calibration_inputs())), threads or 1)
                             graph.config = replace(icfg, op_set=chosen)
-                            op_set = {"chosen": chosen, "probe_ms": probe_ms, "op_types": graph.config.op_types()}
+                            op_set = {"chosen": chosen, **probe, "op_types": graph.config.op_types()}
+                            fastest, agree = probe["probe_fastest_ms"], probe["probe_agreement"]
                             log(f"int8  op set: {chosen} (Q/DQ on {'every op onnxruntime quantizes' if chosen == 'all' else 'Conv/MatMul/Gemm only'}; "
-                                f"timed all {probe_ms['all']:.1f} ms, layers {probe_ms['layers']:.1f} ms)")
+                                f"all {fastest['all']:.1f} ms / {100 * agree['all']:.2f} % agreement, layers "
+                                f"{fastest['layers']:.1f} ms / {100 * agree['layers']:.2f} %)")
                         try:
                             info = graph.quantize(candidate)
                             if op_set is not None:

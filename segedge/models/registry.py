@@ -46,6 +46,10 @@ class ModelSpec:
     int8_safe: bool = True  # static Q/DQ quantization keeps accuracy within the default tolerance
     tensorrt_parser_safe: bool = True  # TensorRT's ONNX parser accepts every op of the exported graph
     min_train_batch: int = 2  # BatchNorm on pooled 1x1 maps needs two samples per step
+    # which op types get Q/DQ on onnxruntime (graph.int8.OP_SETS) when the user gives none: "auto" times and
+    # scores both on the model at export (probe_op_set); a zoo model whose answer was measured names it here, so
+    # a busy machine cannot flip a choice that changes accuracy
+    int8_op_set: str = "auto"
     aliases: tuple[str, ...] = field(default=())
 
     @property
@@ -113,6 +117,8 @@ _ALIASES: dict[str, str] = {}
 
 def register_model(spec: ModelSpec) -> ModelSpec:
     """Add a spec to the registry; a second spec under the same name is a bug and raises."""
+    if spec.int8_op_set not in ("auto", "all", "layers"):  # graph.int8.OP_SETS (the graph layer sits above)
+        raise ValueError(f"{spec.name}: int8_op_set must be auto, all or layers, got {spec.int8_op_set!r}")
     for key in (spec.name, *spec.aliases):
         if key in _REGISTRY or key in _ALIASES:
             raise ValueError(f"model name {key!r} is registered twice")

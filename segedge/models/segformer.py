@@ -170,6 +170,7 @@ register_model(
         output_stride=32,
         min_input_size=(64, 64),
         min_train_batch=1,  # BatchNorm only in the decoder's fuse conv, on full 1/4 maps
+        int8_op_set="layers",  # Q/DQ around LayerNorm/Add/Softmax cost more than the INT8 MatMuls save (probed)
         aliases=("segformer",),
     )
 )

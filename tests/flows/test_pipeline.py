@@ -257,8 +257,11 @@ def test_the_op_set_is_probed_per_model_recorded_and_respected(tiny_checkpoint, 
     auto = export("auto").manifest["stages"]["int8"]
     probe = auto["op_set"]
     assert probe["chosen"] in ("all", "layers") and probe["probe_ms"]["all"] > 0 and probe["probe_ms"]["layers"] > 0
-    faster_all = probe["probe_ms"]["all"] < 0.97 * probe["probe_ms"]["layers"]
-    assert probe["chosen"] == ("all" if faster_all else "layers")
+    fastest, agreement = probe["probe_fastest_ms"], probe["probe_agreement"]
+    assert all(fastest[k] <= probe["probe_ms"][k] for k in ("all", "layers")) and probe["probe_images"] >= 1
+    assert all(0 <= agreement[k] <= 1 for k in ("all", "layers"))
+    keeps_all = fastest["all"] < 0.97 * fastest["layers"] and agreement["all"] >= agreement["layers"] - 0.002
+    assert probe["chosen"] == ("all" if keeps_all else "layers") and probe["why"].startswith(probe["chosen"])
     assert auto["config"]["int8"]["op_types"] == "auto"  # the key says auto; the entry says what it became
 
     layers, every = export("layers").manifest["stages"]["int8"], export("all").manifest["stages"]["int8"]
@@ -267,3 +270,20 @@ def test_the_op_set_is_probed_per_model_recorded_and_respected(tiny_checkpoint, 
     assert layers["quantize_nodes"] != every["quantize_nodes"]  # two different placements (MaxPool/Concat/Add float)
     chosen = layers if probe["chosen"] == "layers" else every
     assert auto["quantize_nodes"] == chosen["quantize_nodes"]  # auto built exactly the set it chose
+
+
+def test_a_zoo_models_measured_op_set_is_used_without_a_probe(tiny_checkpoint, tmp_path, monkeypatch):
+    """A ModelSpec that names its op set (DeepLab v2, SegFormer, SETR: measured) is built with it: no timing on a
+    busy machine can flip it, and the key holds the resolved op types."""
+    import dataclasses
+
+    from segedge.models import registry
+
+    registry.get_spec("unet")  # the zoo is loaded before one of its specs is swapped
+    monkeypatch.setitem(registry._REGISTRY, "unet", dataclasses.replace(registry.get_spec("unet"), int8_op_set="layers"))
+    entry = export_model(ExportConfig(model="unet", checkpoint=tiny_checkpoint.path, input_size=SIZE,
+                                      precisions=("int8",), int8_config=Int8Config(calib_images=4),
+                                      eval_images=2, store=tmp_path, threads=2)).manifest["stages"]["int8"]
+    assert entry["op_set"]["chosen"] == "layers" and "measured default" in entry["op_set"]["why"]
+    assert "probe_ms" not in entry["op_set"]
+    assert entry["config"]["int8"]["op_types"] == ["Conv", "ConvTranspose", "Gemm", "MatMul"]

@@ -283,7 +283,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--eval-images", type=int, default=4)
     parser.add_argument("--calib-images", type=int, default=16)
-    parser.add_argument("--search-steps", type=int, default=6, help="--max-search-steps of the after search")
+    parser.add_argument("--search-steps", type=int, default=10, help="--max-search-steps of the after search")
     parser.add_argument("--search-max-gmacs", type=float, default=40.0,
                         help="heavier models search output-first instead of measuring each layer")
     parser.add_argument("--light-max-gmacs", type=float, default=40.0, help="heavier models train at batch 2")

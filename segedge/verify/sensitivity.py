@@ -298,19 +298,49 @@ def _scored(graph: CalibratedGraph, path: Path, reference: Reference, threads: i
     return accuracy.report, (accuracy.report.miou_drop if high is None or math.isnan(high) else high)
 
 
-def exclusion_schedule(layers: int, max_steps: int) -> list[int]:
-    """How many of the most sensitive layers to keep float at each step: 1, 2, 3, 4, 6, 8, 12, 16, 24, ...
+class ExclusionSchedule:
+    """How many of the most sensitive layers to keep float at each step of the search.
 
-    One at a time first (a segmentation net usually has a handful of fragile layers: the first conv, the
-    classifier, a depthwise projection), then growing by half; the last step allowed keeps every layer
-    float, so a budget missed there cannot be met by any exclusion set of this ranking.
+    Doubling first (1, 2, 4, 8, ...: a segmentation net usually has a handful of fragile layers, but a heavy one
+    may need dozens), with every layer float as the last step left while nothing has met the budget, so a budget
+    missed there cannot be met by any exclusion set of this ranking. Once a count meets it, the steps left bisect
+    between the largest count that missed and the smallest that met: DeepLab v2's old ladder (1, 2, 3, 4, 6, then
+    all 78) could only answer "all float" past six layers.
     """
-    counts, k = [], 1
-    while k < layers:
-        counts.append(k)
-        k = k + 1 if k < 4 else k + k // 2
-    counts = counts[: max_steps - 1] + [layers]
-    return counts
+
+    def __init__(self, layers: int, max_steps: int) -> None:
+        self.layers, self.max_steps = layers, max_steps
+        self.missed, self.met = 0, None  # largest count known to miss (0: full INT8), smallest known to meet
+        self.tried: list[int] = []
+
+    def next(self) -> int | None:
+        """The next count to try, or None when the search is over."""
+        left = self.max_steps - len(self.tried)
+        if left <= 0 or self.layers <= 0:
+            return None
+        if self.met is None:
+            if self.tried and self.tried[-1] >= self.layers:
+                return None
+            grown = 2 * self.tried[-1] if self.tried else 1
+            return self.layers if left == 1 or grown >= self.layers else grown
+        if self.met - self.missed <= 1:
+            return None
+        return (self.missed + self.met) // 2
+
+    def record(self, count: int, met: bool) -> None:
+        self.tried.append(count)
+        if met:
+            self.met = count if self.met is None else min(self.met, count)
+        else:
+            self.missed = max(self.missed, count)
+
+
+def exclusion_schedule(layers: int, max_steps: int, meets=lambda count: False) -> list[int]:
+    """The counts :class:`ExclusionSchedule` tries when ``meets(count)`` answers each step."""
+    schedule = ExclusionSchedule(layers, max_steps)
+    while (count := schedule.next()) is not None:
+        schedule.record(count, meets(count))
+    return schedule.tried
 
 
 def mixed_precision_search(
@@ -361,8 +391,9 @@ def mixed_precision_search(
                     f"the sensitivity of {len(layers)} layers")
                 ranking = layer_sensitivity(graph, reference, threads, scopes=scopes)
             met = False
-            for i, count in enumerate(exclusion_schedule(len(layers), max_steps)):
-                candidate = Path(work) / f"step{i}{graph.suffix}"
+            schedule = ExclusionSchedule(len(layers), max_steps)
+            while (count := schedule.next()) is not None:
+                candidate = Path(work) / f"step{len(steps)}{graph.suffix}"
                 excluded = [item.name for item in ranking[:count]]
                 if count == len(layers):
                     graph.write_float(candidate)  # nothing left to quantize: the float graph
@@ -374,11 +405,11 @@ def mixed_precision_search(
                 steps.append(SearchStep(count, report.miou_drop, report.argmax_agreement, ok, high))
                 log(f"int8  {count:3d} layer(s) float: mIoU drop {report.miou_drop:+.3f} (95 % interval up to "
                     f"{high:+.3f}){'  (meets the budget)' if ok else ''}")
-                if ok or report.miou_drop < best_report.miou_drop:
+                schedule.record(count, ok)
+                # the fewest float layers that meet the budget; until one does, the most accurate candidate
+                if (ok and (not met or count < len(kept))) or (not met and report.miou_drop < best_report.miou_drop):
                     best_path, best_report, kept = candidate, report, tuple(ranking[:count])
-                if ok:
-                    met = True
-                    break
+                met = met or ok
             if met:
                 message = (f"budget met with {len(kept)} of {len(layers)} layers kept float: mIoU drop "
                            f"{best_report.miou_drop:+.3f} <= {max_drop} points (full INT8: {full_report.miou_drop:+.3f})")

@@ -79,10 +79,24 @@ def test_blocks_group_layers_by_module(setup):
     assert {r.name for r in result} == {"inc", "classifier"} and all(r.op_type == "block" for r in result)
 
 
-def test_schedule_grows_and_ends_with_every_layer():
-    assert exclusion_schedule(23, 10) == [1, 2, 3, 4, 6, 9, 13, 19, 23]
-    assert exclusion_schedule(100, 4) == [1, 2, 3, 100]
+def test_schedule_doubles_and_ends_with_every_layer_while_nothing_meets():
+    assert exclusion_schedule(23, 10) == [1, 2, 4, 8, 16, 23]
+    assert exclusion_schedule(100, 4) == [1, 2, 4, 100]
     assert exclusion_schedule(1, 10) == [1]
+    assert exclusion_schedule(78, 1) == [78]
+
+
+@pytest.mark.parametrize("needed", [1, 3, 5, 11, 40, 77, 78])
+def test_schedule_bisects_to_the_fewest_float_layers_that_meet(needed):
+    """DeepLab v2 has 78 layers: where N of them must stay float, the steps find N exactly (monotone drop)."""
+    tried = exclusion_schedule(78, 14, meets=lambda count: count >= needed)
+    assert min(c for c in tried if c >= needed) == needed
+    assert len(tried) == len(set(tried)) <= 14
+
+
+def test_schedule_within_few_steps_keeps_the_best_bracket():
+    tried = exclusion_schedule(78, 8, meets=lambda count: count >= 20)
+    assert tried == [1, 2, 4, 8, 16, 32, 24, 20]
 
 
 def test_a_budget_full_int8_meets_keeps_every_layer_int8(setup, tmp_path):

@@ -106,7 +106,7 @@ def measure(name: str, args) -> dict:
 
     base = dict(calib_images=args.calib_images)
     with tempfile.TemporaryDirectory(prefix="bench-zoo-") as work:
-        before = export(Int8Config(**base, float_ops=()))
+        before = export(Int8Config(**base, float_ops=(), op_set="all"))  # onnxruntime's own op set, not the spec's
         before_file = Path(work) / "before.int8.onnx"
         shutil.copyfile(before.file("int8"), before_file)
         before_parity = before.manifest["stages"]["int8"]["parity"]
@@ -118,6 +118,7 @@ def measure(name: str, args) -> dict:
         order = "blocks"  # each block alone, then the layers of the worst blocks: minutes even on heavy nets
         after = export(Int8Config(**base, max_drop=budget, max_search_steps=args.search_steps, search_order=order))
         search = after.manifest["stages"]["int8"]["mixed_precision"]
+        search_s = after.manifest["stages"]["int8"].get("seconds")  # calibration + ranking + search
         if not search["kept_float"]:
             search = None  # full INT8 met the budget, interval included
         stages = after.manifest["stages"]
@@ -165,7 +166,7 @@ def measure(name: str, args) -> dict:
         "search_order": search.get("order") if search else None,
         "budget": budget, "meets_drop": interval.high <= budget, "meets_speed": speedup >= 1.5,
         "train_iterations": recipe.iterations, "train_batch": recipe.batch_size, "train_s": round(train_s, 0),
-        "quantize_nodes_before": layers, "status": "ok",
+        "quantize_nodes_before": layers, "status": "ok", "eval_images": args.eval_images, "search_s": search_s,
         **best_cpu_row(ms, scored, budget, openvino),
     }
 
@@ -251,7 +252,7 @@ def write_table(rows: list[dict], machine: str, args, path: Path) -> None:
              "its speed-up over the faster FP32 runner (ORT or OpenVINO f32).",
              "Command: `python benchmarks/bench_zoo.py`", "",
              "| model | size | params (M) | GMACs | mIoU FP32 | FP32 ms | before: drop / agree % / × | "
-             "after: drop [95 % interval] / agree % / × | float layers | budget met (interval) | ≥ 1.5× | "
+             "after: drop [95 % interval] / agree % / × | float layers, INT8 stage s | budget met (interval) | ≥ 1.5× | "
              "OV f32 / bf16 / int8 ms (drop high) | best CPU row: ms, × best FP32 | ≥ 1.5× |",
              "|---|---|---:|---:|---:|---:|---|---|---:|:-:|:-:|---|---|:-:|"]
     for r in rows:
@@ -263,8 +264,12 @@ def write_table(rows: list[dict], machine: str, args, path: Path) -> None:
         floats = f"{r['float_layers']} of {r['quantizable_layers']}" if r["quantizable_layers"] else "0"
         if r.get("search_order") == "output-first" and r["quantizable_layers"]:
             floats += " (output-first)"
+        if r.get("search_s") is not None:
+            floats += f", {r['search_s']:.0f} s"
+        images = r.get("eval_images", 4)
+        model = r["model"] if images == args.eval_images else f"{r['model']} ({images} images)"
         lines.append(
-            f"| {r['model']} | {r['size']} | {r['params_m']} | {r['gmacs']} | {r['miou_fp32']} | {r['fp32_ms']} | "
+            f"| {model} | {r['size']} | {r['params_m']} | {r['gmacs']} | {r['miou_fp32']} | {r['fp32_ms']} | "
             f"{r['before_drop']:+.2f} / {r['before_agreement']} / {r['before_speedup']} | "
             f"{r['after_drop']:+.2f}{_interval(r)} / {r['after_agreement']} / {r['after_speedup']} | {floats} | "
             f"{'✅' if r['meets_drop'] else '❌'} | {'✅' if r['meets_speed'] else '❌'} | {_openvino_cells(r)} |")
@@ -287,6 +292,7 @@ def main() -> int:
     parser.add_argument("--search-max-gmacs", type=float, default=40.0,
                         help="heavier models search output-first instead of measuring each layer")
     parser.add_argument("--light-max-gmacs", type=float, default=40.0, help="heavier models train at batch 2")
+    parser.add_argument("--again", help="comma-separated models to measure again although their rows are done")
     parser.add_argument("--train-only", action="store_true", help="fill the checkpoint cache, measure nothing")
     parser.add_argument("--no-openvino", dest="openvino", action="store_false",
                         help="ORT rows only (default: also OpenVINO f32/bf16/NNCF INT8 and the best CPU row)")
@@ -298,7 +304,8 @@ def main() -> int:
     out.mkdir(exist_ok=True)
     data_path = out / f"zoo-{platform.machine()}.json"
     rows = json.loads(data_path.read_text())["rows"] if data_path.exists() else []
-    done = {r["model"] for r in rows if r["status"] == "ok" and "after_drop" in r and (not args.openvino or "best_fp32_ms" in r)}
+    again = set(args.again.split(",")) if args.again else set()
+    done = {r["model"] for r in rows if r["model"] not in again and r["status"] == "ok" and "after_drop" in r and (not args.openvino or "best_fp32_ms" in r)}
     machine = f"{cpu_model()}, {os.cpu_count()} cores"
     if args.train_only:
         for name in models:

@@ -111,21 +111,6 @@ def test_indexed_checkpoint_loads_into_enet_and_back() -> None:
     indexed.load_state_dict(enet.state_dict(), strict=True)
 
 
-def test_enet_trt_exports_without_scatter_or_pooling_indices(tmp_path: Path) -> None:
-    model = get_spec("enet-trt").build(num_classes=5, width=0.25)
-    path = tmp_path / "enet-trt.onnx"
-    dims = {2: torch.export.Dim("height", min=32, max=4096), 3: torch.export.Dim("width", min=32, max=4096)}
-    torch.onnx.export(
-        model, (torch.randn(1, 3, *SIZE),), path, input_names=["input"], output_names=["logits"],
-        opset_version=18, dynamo=True, dynamic_shapes=(dims,),
-    )
-    nodes = onnx.load(path).graph.node
-    ops = {n.op_type for n in nodes}
-    assert ops.isdisjoint({"ScatterND", "ScatterElements", "MaxUnpool"})
-    assert all(len(n.output) == 1 for n in nodes if n.op_type == "MaxPool")
-    assert {"PRelu", "ConvTranspose", "Pad"} <= ops  # PReLU kept, fullconv, zero-padded channel shortcut
-
-
 def _export(name: str, path: Path, model: torch.nn.Module | None = None) -> torch.nn.Module:
     model = (model or get_spec(name).build(num_classes=5, width=0.25)).eval()
     dims = {2: torch.export.Dim("height", min=32, max=4096), 3: torch.export.Dim("width", min=32, max=4096)}
@@ -150,6 +135,7 @@ def test_enet_exports_without_pooling_indices_and_runs_on_onnxruntime_and_openvi
     ops = {n.op_type for n in nodes}
     assert ops.isdisjoint({"ScatterND", "ScatterElements", "MaxUnpool"})
     assert all(len(n.output) == 1 for n in nodes if n.op_type == "MaxPool")
+    assert {"PRelu", "ConvTranspose", "Pad"} <= ops  # PReLU kept, fullconv, zero-padded channel shortcut
     if form == "depth_to_space":
         assert "DepthToSpace" in ops and all(
             a.s == b"CRD" for n in nodes if n.op_type == "DepthToSpace" for a in n.attribute if a.name == "mode"

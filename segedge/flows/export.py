@@ -417,10 +417,9 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
             run_stage("fp16", {"source_sha256": sim_sha}, lambda c: fp16_from_onnx(sim_path, c))
 
         if config.builds("int8"):
-            icfg = config.int8_config
-            spec_op_set = icfg.op_set == "auto" and spec.int8_op_set != "auto" and icfg.scheme.quantizer == "onnxruntime"
-            if spec_op_set:  # resolved before the key: an artifact of another op set is never reused
-                icfg = replace(icfg, op_set=spec.int8_op_set)
+            # resolved before the key: an artifact of another op set is never reused
+            icfg = int8_config_for(config.int8_config, spec)
+            spec_op_set = icfg.op_set != config.int8_config.op_set
             ranges = ranges_cache_path(art.path, icfg, sim_sha, config.calib_data)
 
             def int8_stage(candidate: Path) -> dict:
@@ -483,6 +482,14 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
                                **({"calib_data": config.calib_data} if config.calib_data else {})}, int8_stage)
 
         return ExportResult(art.path, manifest)
+
+
+def int8_config_for(icfg: Int8Config, spec) -> Int8Config:
+    """``icfg`` with op set "auto" resolved to the model's measured default where its ``ModelSpec`` names one
+    (onnxruntime's quantizer only: NNCF places its own Q/DQ)."""
+    if icfg.op_set == "auto" and spec.int8_op_set != "auto" and icfg.scheme.quantizer == "onnxruntime":
+        return replace(icfg, op_set=spec.int8_op_set)
+    return icfg
 
 
 def _parity(stage: str, candidate: Path, reference: Reference, threads: int | None):

@@ -11,7 +11,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from segedge.core.artifacts import scratch_dir
-from segedge.flows.export import ExportConfig, calibration_feed, calibration_setup, export_model, reference_for
+from segedge.flows.export import (
+    ExportConfig,
+    calibration_feed,
+    calibration_setup,
+    export_model,
+    int8_config_for,
+    reference_for,
+)
 from segedge.graph.int8 import calibrated_graph
 from segedge.verify.compare import ParityReport, compare_to_reference
 from segedge.verify.sensitivity import Log, LayerSensitivity, blocks, checker, layer_sensitivity, torch_scopes
@@ -32,7 +39,7 @@ def model_sensitivity(config: ExportConfig, block_depth: int | None = None, log:
     fp32 = export_model(replace(config, precisions=()), log=log, progress=progress)
     setup = calibration_setup(config, fp32, log=log)
     reference = reference_for(setup.source, setup.eval_set, fp32.manifest["config"]["eval"]["images"], setup.threads)
-    icfg = config.int8_config
+    icfg = int8_config_for(config.int8_config, setup.source.spec)  # the op set the export would quantize with
 
     calibration_inputs, _ = calibration_feed(setup.calib_set, setup.source.spec, icfg, setup.source.io)
     with calibrated_graph(fp32.file("sim"), calibration_inputs, icfg, len(setup.calib_set),

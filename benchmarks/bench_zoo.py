@@ -244,7 +244,7 @@ def write_table(rows: list[dict], machine: str, args, path: Path) -> None:
              "**before**: onnxruntime's default op set, full INT8. **after**: segedge's default "
              "(classifier and Softmax float, op set from the model's measured default or a probe that times and scores both) and the `--max-drop` search at the budget "
              "(0.5 mIoU points for CNNs, 1.0 for SegFormer/SETR, judged at the upper end of the drop's 95 % interval): "
-             "blocks of the torch module tree quantized alone, then the layers of the three worst blocks, kept float "
+             "blocks of the torch module tree quantized alone, then the layers of the worst blocks (at most 16 past the worst), kept float "
              "most sensitive first (rows from runs before this search say output-first). "
              "Latencies: medians of the graphs timed round-robin.",
              "**best CPU row**: the fastest of ORT INT8 (after), OpenVINO bf16 and OpenVINO INT8 (NNCF's full graph, "

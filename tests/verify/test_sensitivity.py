@@ -12,6 +12,7 @@ from segedge.graph.int8 import Int8Config, calibrated_graph
 from segedge.backends.onnxruntime import OnnxRuntimeRunner
 from segedge.verify.sensitivity import (
     exclusion_schedule,
+    refined_blocks,
     layer_sensitivity,
     mixed_precision_search,
     sensitivity_bar_chart,
@@ -186,6 +187,24 @@ def test_block_ranking_covers_every_layer_with_fewer_evaluations(setup, monkeypa
     assert measured == sorted(measured, key=lambda r: (-round(r.miou_drop, 3), r.argmax_agreement))
     assert len(evaluations) == len(groups) + len(measured) < len(layers)
     assert len(measured) <= sum(len(g) for _, g in worst[:REFINE_BLOCKS])
+    assert sorted(r.name for r in measured) == sorted(n for b in refined_blocks(ranked_blocks) for n in b.layers)
+
+
+def _block(name: str, layers: int, drop: float):
+    from segedge.verify.sensitivity import LayerSensitivity
+
+    return LayerSensitivity(name, "block", tuple(f"{name}.{i}" for i in range(layers)), name, drop, 0.9, 0.0)
+
+
+def test_refinement_measures_the_worst_block_whole_and_few_layers_after_it():
+    """DeepLab v2's blocks as measured: layer4 (10 layers, +0.57), layer3 (19, +0.38), stem (1, +0.02): layer4 alone
+    is refined (layer3 would take the count past REFINE_LAYERS); a block costing nothing alone is never refined."""
+    deeplab = [_block("layer4", 10, 0.57), _block("layer3", 19, 0.38), _block("stem", 1, 0.02), _block("layer2", 13, -0.01)]
+    assert [b.name for b in refined_blocks(deeplab)] == ["layer4"]
+    assert [b.name for b in refined_blocks([_block("a", 30, 0.1), _block("b", 2, 0.5)])] == ["a"]  # worst whole
+    assert [b.name for b in refined_blocks([_block("a", 4, 0.3), _block("b", 5, 0.2), _block("c", 3, 0.1),
+                                            _block("d", 1, 0.1)])] == ["a", "b", "c"]  # at most REFINE_BLOCKS
+    assert [b.name for b in refined_blocks([_block("a", 4, 0.3), _block("b", 2, 0.0), _block("c", 1, 0.2)])] == ["a"]
 
 
 def test_fused_gemm_nodes_keep_their_module(tmp_path):

@@ -409,7 +409,8 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
         onnx_path = art.file(STAGES["onnx"].file)
         # which simplifier ran is recorded in the stage, not keyed: a device without onnxsim reuses the graph the
         # workstation simplified instead of rebuilding every stage after it
-        run_stage("sim", {"source_sha256": onnx_sha}, lambda c: simplified_onnx(onnx_path, c))
+        # large folded splats go back to ConstantOfShape (restore_splats): a graph simplified before that is rebuilt
+        run_stage("sim", {"source_sha256": onnx_sha, "splats": "ConstantOfShape"}, lambda c: simplified_onnx(onnx_path, c))
         sim_sha = manifest["stages"]["sim"]["sha256"]
         sim_path = art.file(STAGES["sim"].file)
 

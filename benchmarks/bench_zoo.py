@@ -293,6 +293,7 @@ def main() -> int:
                         help="heavier models search output-first instead of measuring each layer")
     parser.add_argument("--light-max-gmacs", type=float, default=40.0, help="heavier models train at batch 2")
     parser.add_argument("--again", help="comma-separated models to measure again although their rows are done")
+    parser.add_argument("--render-only", action="store_true", help="rewrite the table from the JSON of earlier runs")
     parser.add_argument("--train-only", action="store_true", help="fill the checkpoint cache, measure nothing")
     parser.add_argument("--no-openvino", dest="openvino", action="store_false",
                         help="ORT rows only (default: also OpenVINO f32/bf16/NNCF INT8 and the best CPU row)")
@@ -307,6 +308,9 @@ def main() -> int:
     again = set(args.again.split(",")) if args.again else set()
     done = {r["model"] for r in rows if r["model"] not in again and r["status"] == "ok" and "after_drop" in r and (not args.openvino or "best_fp32_ms" in r)}
     machine = f"{cpu_model()}, {os.cpu_count()} cores"
+    if args.render_only:
+        write_table(rows, json.loads(data_path.read_text())["machine"], args, out / f"zoo-{platform.machine()}.md")
+        return 0
     if args.train_only:
         for name in models:
             spec = get_spec(name)

@@ -12,7 +12,7 @@ The channel zero-padding is an ONNX Pad on the channel axis (sizes from the cons
 shapes). The initial conv pads right and bottom only, so that torch.export can prove its output the max
 pool's size at every H (with symmetric padding, nested divisibility guards make the export fail with named
 dynamic Dims). All unpooling forms share one state_dict layout (see ``unpooling.py``) and give the same
-outputs. ``enet`` and ``enet-trt`` both unpool with the index-free first-maximum mask (``index_free``):
+outputs. ``enet`` (alias ``enet-trt``) unpools with the index-free first-maximum mask (``index_free``):
 ``ENet(unpool_mode="indexed")``, the paper's MaxPool indices + max_unpool2d, stays available, but its ONNX
 (MaxPool's indices output + ScatterND) is rejected by TensorRT's parser and run by OpenVINO's CPU plugin as a
 reference kernel, which made ``enet`` ~4× slower there than the whole rest of the network; onnxruntime runs
@@ -178,10 +178,6 @@ def build_enet(num_classes: int, width: float = 1.0) -> ENet:
     return ENet(num_classes=num_classes, width=width, unpool_mode="index_free")
 
 
-def build_enet_trt(num_classes: int, width: float = 1.0) -> ENet:
-    return ENet(num_classes=num_classes, width=width, unpool_mode="index_free")
-
-
 register_model(
     ModelSpec(
         name="enet",
@@ -195,20 +191,8 @@ register_model(
         num_classes=19,
         output_stride=8,
         min_input_size=(32, 32),
-    )
-)
-
-register_model(
-    ModelSpec(
-        name="enet-trt",
-        builder=build_enet_trt,
-        description=(
-            "ENet with index-free unpooling (first-maximum mask): the same graph as enet, kept under its "
-            "name from when enet exported MaxPool indices"
-        ),
-        default_input_size=(512, 1024),
-        num_classes=19,
-        output_stride=8,
-        min_input_size=(32, 32),
+        # enet-trt was the index-free variant while enet exported MaxPool indices; now the same graph, so a name
+        # (scripts and checkpoints that say enet-trt keep working) rather than a second zoo entry
+        aliases=("enet-trt",),
     )
 )

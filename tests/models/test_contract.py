@@ -28,10 +28,6 @@ from segedge.models.registry import ModelSpec, get_spec, list_models
 NUM_CLASSES = 10
 WIDTH = 0.25
 MODELS = list_models()
-# names kept for scripts written when their graphs differed, now built by the same builder call: the export
-# tests (the slow ones) run once per graph, and test_a_name_sharing_a_graph_builds_the_same_model checks they do
-SAME_GRAPH_AS = {"enet-trt": "enet"}
-GRAPHS = [name for name in MODELS if name not in SAME_GRAPH_AS]
 
 
 def valid_size(spec: ModelSpec, extra_strides: int = 0) -> tuple[int, int]:
@@ -101,23 +97,7 @@ class _ListHandler(logging.Handler):
         self.sink.append(record.getMessage())
 
 
-@pytest.mark.parametrize("name", sorted(SAME_GRAPH_AS))
-def test_a_name_sharing_a_graph_builds_the_same_model(name: str) -> None:
-    spec, twin = get_spec(name), get_spec(SAME_GRAPH_AS[name])
-    torch.manual_seed(0)
-    model = twin.build(num_classes=NUM_CLASSES, width=WIDTH)
-    other = spec.build(num_classes=NUM_CLASSES, width=WIDTH)
-    other.load_state_dict(model.state_dict(), strict=True)
-    assert repr(model) == repr(other)
-    assert [getattr(m, "mode", None) for m in model.modules()] == [getattr(m, "mode", None) for m in other.modules()]
-    assert (spec.output_stride, spec.min_input_size, spec.dynamic_hw, spec.int8_op_set, spec.tensorrt_parser_safe) == \
-        (twin.output_stride, twin.min_input_size, twin.dynamic_hw, twin.int8_op_set, twin.tensorrt_parser_safe)
-    x = torch.randn(1, 3, *valid_size(spec))
-    with torch.no_grad():
-        assert torch.equal(model(x), other(x))
-
-
-@pytest.fixture(scope="module", params=GRAPHS)
+@pytest.fixture(scope="module", params=MODELS)
 def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Exported:
     spec = get_spec(request.param)
     torch.manual_seed(0)
@@ -252,7 +232,7 @@ def test_a_model_without_dynamic_hw_is_refused_with_its_reason(tmp_path: Path) -
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("name", GRAPHS)
+@pytest.mark.parametrize("name", MODELS)
 def test_checkpoint_round_trip_and_fp16_int8_export(name: str, tmp_path: Path) -> None:
     """Through the real chain: checkpoint → ONNX → simplified (parity-gated at 99.9 %) → FP16 and INT8.
 

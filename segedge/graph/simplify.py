@@ -26,6 +26,8 @@ def simplifier() -> str:
 # unpooled map: folded at 512x1024 they were 235 MB of zeros in the graph (117 MB of weights), and its INT8 graph
 # grew to 285 MB. A folded constant of one repeated value above this size goes back to a ConstantOfShape.
 SPLAT_MIN_BYTES = 1 << 20
+WEIGHT_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "InstanceNormalization",
+              "LayerNormalization", "PRelu"}
 
 
 def restore_splats(model, min_bytes: int = SPLAT_MIN_BYTES) -> int:
@@ -36,9 +38,11 @@ def restore_splats(model, min_bytes: int = SPLAT_MIN_BYTES) -> int:
 
     graph = model.graph
     made, count = [], 0
+    # a layer's weights stay initializers whatever their values: quantizers and TensorRT look for them there
+    weights = {name for node in graph.node if node.op_type in WEIGHT_OPS for name in node.input[1:]}
 
-    def splat(tensor):
-        if tensor.ByteSize() < min_bytes or tensor.data_type == 0:
+    def splat(tensor, name: str):
+        if tensor.ByteSize() < min_bytes or tensor.data_type == 0 or name in weights:
             return None
         array = numpy_helper.to_array(tensor)
         first = array.reshape(-1)[:1]
@@ -52,7 +56,7 @@ def restore_splats(model, min_bytes: int = SPLAT_MIN_BYTES) -> int:
 
     kept = []
     for tensor in graph.initializer:
-        value = splat(tensor)
+        value = splat(tensor, tensor.name)
         if value is None:
             kept.append(tensor)
             continue
@@ -64,7 +68,7 @@ def restore_splats(model, min_bytes: int = SPLAT_MIN_BYTES) -> int:
     nodes = []
     for node in graph.node:
         value_attr = next((a for a in node.attribute if a.name == "value"), None) if node.op_type == "Constant" else None
-        value = splat(value_attr.t) if value_attr is not None else None
+        value = splat(value_attr.t, node.output[0]) if value_attr is not None else None
         if value is None:
             nodes.append(node)
             continue

@@ -43,6 +43,17 @@ def test_large_splats_become_constant_of_shape_and_compute_the_same():
     np.testing.assert_array_equal(_run(model, x), want)
 
 
+def test_a_layers_weights_stay_an_initializer_even_when_one_value():
+    shape = (1, 4, 32, 32)
+    weight = numpy_helper.from_array(np.zeros((4, 4, 16, 16), np.float32), "conv.weight")  # 16 KiB of zeros
+    graph = helper.make_graph([helper.make_node("Conv", ["input", "conv.weight"], ["logits"], pads=[8, 8, 7, 7])],
+                              "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, shape)], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    assert restore_splats(model, min_bytes=1024) == 0
+    assert [t.name for t in model.graph.initializer] == ["conv.weight"]
+
+
 def test_small_constants_are_left_alone():
     model = _graph_with_constants(shape=(1, 2, 4, 4))
     assert restore_splats(model, min_bytes=1 << 20) == 0

@@ -350,14 +350,6 @@ class ExclusionSchedule:
             self.missed = max(self.missed, count)
 
 
-def exclusion_schedule(layers: int, max_steps: int, meets=lambda count: False) -> list[int]:
-    """The counts :class:`ExclusionSchedule` tries when ``meets(count)`` answers each step."""
-    schedule = ExclusionSchedule(layers, max_steps)
-    while (count := schedule.next()) is not None:
-        schedule.record(count, meets(count))
-    return schedule.tried
-
-
 def mixed_precision_search(
     graph: CalibratedGraph,
     reference: Reference,

@@ -11,7 +11,7 @@ from segedge.flows.export import ExportConfig, export_model, reference_for, reso
 from segedge.graph.int8 import Int8Config, calibrated_graph
 from segedge.backends.onnxruntime import OnnxRuntimeRunner
 from segedge.verify.sensitivity import (
-    exclusion_schedule,
+    ExclusionSchedule,
     refined_blocks,
     layer_sensitivity,
     mixed_precision_search,
@@ -78,6 +78,14 @@ def test_blocks_group_layers_by_module(setup):
     assert sum(len(v) for v in groups.values()) == len(graph.layers())
     result = layer_sensitivity(graph, reference, threads=2, groups={k: groups[k] for k in ("inc", "classifier")})
     assert {r.name for r in result} == {"inc", "classifier"} and all(r.op_type == "block" for r in result)
+
+
+def exclusion_schedule(layers: int, max_steps: int, meets=lambda count: False) -> list[int]:
+    """The counts :class:`ExclusionSchedule` tries when ``meets(count)`` answers each step."""
+    schedule = ExclusionSchedule(layers, max_steps)
+    while (count := schedule.next()) is not None:
+        schedule.record(count, meets(count))
+    return schedule.tried
 
 
 def test_schedule_doubles_and_ends_with_every_layer_while_nothing_meets():

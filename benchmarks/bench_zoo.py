@@ -26,7 +26,7 @@ import traceback
 from pathlib import Path
 
 from segedge.verify.timing import side_by_side_latencies
-from segedge.core.hardware import cpu_model
+from segedge.core.hardware import cpu_flags, cpu_model
 from segedge.core.precision import STAGES, ParityGate
 from segedge.data.synthetic import SyntheticScenes
 from segedge.data.transforms import to_network_input
@@ -235,9 +235,28 @@ def _openvino_cells(r: dict) -> str:
     return f"{r['ov_f32_ms']} / {cell('ov_bf16')} / {int8} | {best} | {'✅' if r['best_meets_speed'] else '❌'}"
 
 
+def machines_line(rows: list[dict], machine: str) -> str:
+    """The machine every row was measured on: rows of another machine are named, never passed off as this one's
+    (rows from before rows recorded it were measured on the file's machine)."""
+    by_machine: dict[str, list[str]] = {}
+    for r in rows:
+        by_machine.setdefault(r.get("machine", machine), []).append(r["model"])
+    if len(by_machine) <= 1:
+        return f"Machine: {next(iter(by_machine), machine)}"
+    return "Machines: " + "; ".join(f"{m} ({', '.join(models)})" for m, models in by_machine.items())
+
+
+def out_flag(args) -> str:
+    """`` --out STEM`` where the results are not the default file of this architecture."""
+    default = Path(__file__).parent / "results" / f"zoo-{platform.machine()}"
+    if args.out.resolve() == default.resolve():
+        return ""
+    return f" --out {os.path.relpath(args.out, Path(__file__).parents[1])}"
+
+
 def write_table(rows: list[dict], machine: str, args, path: Path) -> None:
     lines = [f"## Zoo at 512×1024 (PSPNet at its nearest valid size), batch 1, {args.threads} threads, ORT CPU",
-             "", f"Machine: {machine}. Every model trained briefly on synthetic scenes ({args.iterations} iterations "
+             "", f"{machines_line(rows, machine)}. Every model trained briefly on synthetic scenes ({args.iterations} iterations "
              f"of 256×256 crops, batch 4; batch 2 above {args.light_max_gmacs:g} GMACs), evaluated on "
              f"{args.eval_images} held-out synthetic val images at the size shown. INT8: x86 scheme (u8 activations, "
              f"per-channel s8 weights), MinMax ranges from {args.calib_images} calibration images.",
@@ -250,7 +269,7 @@ def write_table(rows: list[dict], machine: str, args, path: Path) -> None:
              "**best CPU row**: the fastest of ORT INT8 (after), OpenVINO bf16 and OpenVINO INT8 (NNCF's full graph, "
              "float layers bf16) whose drop interval's upper end is within the budget, and "
              "its speed-up over the faster FP32 runner (ORT or OpenVINO f32).",
-             "Command: `python benchmarks/bench_zoo.py`", "",
+             f"Command: `python benchmarks/bench_zoo.py{out_flag(args)}`", "",
              "| model | size | params (M) | GMACs | mIoU FP32 | FP32 ms | before: drop / agree % / × | "
              "after: drop [95 % interval] / agree % / × | float layers, INT8 stage s | budget met (interval) | ≥ 1.5× | "
              "OV f32 / bf16 / int8 ms (drop high) | best CPU row: ms, × best FP32 | ≥ 1.5× |",
@@ -286,7 +305,7 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=150)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--eval-images", type=int, default=4)
+    parser.add_argument("--eval-images", type=int, default=8, help="held-out images scored per graph (4 gives intervals too wide for a 0.5-point budget)")
     parser.add_argument("--calib-images", type=int, default=16)
     parser.add_argument("--search-steps", type=int, default=10, help="--max-search-steps of the after search")
     parser.add_argument("--search-max-gmacs", type=float, default=40.0,
@@ -297,19 +316,23 @@ def main() -> int:
     parser.add_argument("--train-only", action="store_true", help="fill the checkpoint cache, measure nothing")
     parser.add_argument("--no-openvino", dest="openvino", action="store_false",
                         help="ORT rows only (default: also OpenVINO f32/bf16/NNCF INT8 and the best CPU row)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / f"zoo-{platform.machine()}",
+                        help="results stem: .json keeps the rows (a rerun resumes from it), .md the table")
     parser.add_argument("--openvino-search", action="store_true",
                         help="also search NNCF's INT8 at the budget when its drop exceeds it (slow on heavy nets)")
     args = parser.parse_args()
     models = args.models.split(",") if args.models else list_models()
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    data_path = out / f"zoo-{platform.machine()}.json"
-    rows = json.loads(data_path.read_text())["rows"] if data_path.exists() else []
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    data_path, table_path = args.out.with_suffix(".json"), args.out.with_suffix(".md")
+    saved = json.loads(data_path.read_text()) if data_path.exists() else {"machine": "", "rows": []}
+    rows = [{"machine": saved["machine"], **r} for r in saved["rows"]]
     again = set(args.again.split(",")) if args.again else set()
-    done = {r["model"] for r in rows if r["model"] not in again and r["status"] == "ok" and "after_drop" in r and (not args.openvino or "best_fp32_ms" in r)}
-    machine = f"{cpu_model()}, {os.cpu_count()} cores"
+    flags = " ".join(cpu_flags())
+    machine = f"{cpu_model()}, {os.cpu_count()} cores" + (f" [{flags}]" if flags else "")
+    done = {r["model"] for r in rows if r["model"] not in again and r["status"] == "ok" and "after_drop" in r
+            and r["machine"] == machine and (not args.openvino or "best_fp32_ms" in r)}
     if args.render_only:
-        write_table(rows, json.loads(data_path.read_text())["machine"], args, out / f"zoo-{platform.machine()}.md")
+        write_table(rows, saved["machine"], args, table_path)
         return 0
     if args.train_only:
         for name in models:
@@ -329,10 +352,11 @@ def main() -> int:
         except Exception as exc:  # one model's failure is a row, not the end of the table
             row = {"model": name, "status": "failed", "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
             traceback.print_exc()
+        row["machine"] = machine
         rows = [r for r in rows if r["model"] != row["model"]] + [row]
         rows.sort(key=lambda r: r["model"])
         data_path.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
-        write_table(rows, machine, args, out / f"zoo-{platform.machine()}.md")
+        write_table(rows, machine, args, table_path)
         print(json.dumps(row), file=sys.stderr, flush=True)
     return 0
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import onnx
 import pytest
@@ -65,14 +64,10 @@ def test_boosters_run_only_in_training(model: BiSeNetV2) -> None:
     assert calls == [0, 1, 2, 3]
 
 
-def test_exported_graph_has_no_booster_weights_and_friendly_ops(model: BiSeNetV2, tmp_path: Path) -> None:
-    path = tmp_path / "bisenetv2.onnx"
-    dims = {2: torch.export.Dim("height", min=64, max=4096), 3: torch.export.Dim("width", min=64, max=4096)}
-    torch.onnx.export(
-        model, (torch.randn(1, 3, *SIZE),), path, input_names=["input"], output_names=["logits"],
-        opset_version=18, dynamo=True, dynamic_shapes=(dims,), verbose=False,
-    )
-    graph = onnx.load(path).graph
+def test_exported_graph_has_no_booster_weights_and_friendly_ops(zoo_export) -> None:
+    exported = zoo_export("bisenetv2")
+    model = exported.model
+    graph = onnx.load(exported.path).graph
     ops = [node.op_type for node in graph.node]
     compute = {"Conv", "BatchNormalization", "Relu", "Sigmoid", "Mul", "Add", "Concat", "MaxPool", "AveragePool",
                "Resize", "ReduceMean"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import onnx
 import pytest
@@ -59,14 +58,10 @@ def test_aux_head_runs_only_in_training(model: DDRNet) -> None:
     assert logits.shape == aux.shape == (2, 10, *SIZE) and calls == ["aux"]
 
 
-def test_exported_graph_has_fixed_kernel_pools_a_mean_and_no_aux_head(model: DDRNet, tmp_path: Path) -> None:
-    path = tmp_path / "ddrnet.onnx"
-    dims = {2: torch.export.Dim("height", min=64, max=4096), 3: torch.export.Dim("width", min=64, max=4096)}
-    torch.onnx.export(
-        model, (torch.randn(1, 3, 64, 128),), path, input_names=["input"], output_names=["logits"],
-        opset_version=18, dynamo=True, dynamic_shapes=(dims,), verbose=False,
-    )
-    ops = [node.op_type for node in onnx.load(path).graph.node]
+def test_exported_graph_has_fixed_kernel_pools_a_mean_and_no_aux_head(zoo_export) -> None:
+    exported = zoo_export("ddrnet23slim")
+    model = exported.model
+    ops = [node.op_type for node in onnx.load(exported.path).graph.node]
     assert ops.count("AveragePool") == 3 and ops.count("ReduceMean") == 1 and "GlobalAveragePool" not in ops
     assert not {"Gather", "ScatterND", "MaxUnpool"} & set(ops)
     aux_convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.aux_head.modules())

@@ -4,7 +4,6 @@ v3's five-branch ASPP, v3+'s low-level decoder), the size at width 1.0, and an e
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import onnx
 import pytest
@@ -92,16 +91,10 @@ def test_default_v3plus_is_the_mobilenetv2_one_under_its_aliases() -> None:
     assert get_spec("deeplabv3plus-mobilenetv2") is get_spec("deeplabv3plus") is get_spec("DeepLabV3+")
 
 
-def test_exported_v3plus_graph_has_only_int8_and_tensorrt_friendly_ops(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    net = get_spec("deeplabv3plus").build(num_classes=10, width=0.25)
-    path = tmp_path / "deeplabv3plus.onnx"
-    dims = {2: torch.export.Dim("height", min=64, max=4096), 3: torch.export.Dim("width", min=64, max=4096)}
-    torch.onnx.export(
-        net, (torch.randn(1, 3, *SIZE),), path, input_names=["input"], output_names=["logits"],
-        opset_version=18, dynamo=True, dynamic_shapes=(dims,), verbose=False,
-    )
-    ops = Counter(node.op_type for node in onnx.load(path).graph.node)
+def test_exported_v3plus_graph_has_only_int8_and_tensorrt_friendly_ops(zoo_export) -> None:
+    exported = zoo_export("deeplabv3plus")
+    net = exported.model
+    ops = Counter(node.op_type for node in onnx.load(exported.path).graph.node)
     compute = {"Conv", "BatchNormalization", "Relu", "Add", "Concat", "Resize", "ReduceMean"}
     shape_arithmetic = {"Shape", "Squeeze", "Unsqueeze", "Gather", "Slice", "Div", "Reshape", "Cast"}
     assert set(ops) <= compute | shape_arithmetic, f"unexpected ops: {set(ops) - compute - shape_arithmetic}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -13,6 +12,7 @@ import torch.nn.functional as F
 from segedge.models.enet import ENet, RegularBottleneck
 from segedge.models.registry import get_spec
 from segedge.models.unpooling import SwitchPool2d, SwitchUnpool2d
+from zoo_exports import NUM_CLASSES, WIDTH
 
 SIZE = (32, 64)
 
@@ -111,26 +111,15 @@ def test_indexed_checkpoint_loads_into_enet_and_back() -> None:
     indexed.load_state_dict(enet.state_dict(), strict=True)
 
 
-def _export(name: str, path: Path, model: torch.nn.Module | None = None) -> torch.nn.Module:
-    model = (model or get_spec(name).build(num_classes=5, width=0.25)).eval()
-    dims = {2: torch.export.Dim("height", min=32, max=4096), 3: torch.export.Dim("width", min=32, max=4096)}
-    torch.onnx.export(
-        model, (torch.randn(1, 3, *SIZE),), path, input_names=["input"], output_names=["logits"],
-        opset_version=18, dynamo=True, dynamic_shapes=(dims,),
-    )
-    return model
-
-
-def test_enet_exports_without_pooling_indices_and_runs_on_onnxruntime_and_openvino(tmp_path: Path) -> None:
+def test_enet_exports_without_pooling_indices_and_runs_on_onnxruntime_and_openvino(zoo_export) -> None:
     """The enet graph: no MaxPool indices output (OpenVINO's CPU plugin runs it as a reference kernel, TensorRT's
     parser rejects it), no scatter; the same outputs on onnxruntime and OpenVINO as the indexed model in torch.
     (The unused ``depth_to_space`` form is checked against max_unpool2d in torch above; its export runs in
     benchmarks/bench_enet_openvino.py.)"""
     import onnxruntime as ort
 
-    path = tmp_path / "enet.onnx"
-    torch.manual_seed(0)
-    model = _export("enet", path)
+    exported = zoo_export("enet")
+    path, model = exported.path, exported.model
     nodes = onnx.load(path).graph.node
     ops = {n.op_type for n in nodes}
     assert ops.isdisjoint({"ScatterND", "ScatterElements", "MaxUnpool"})
@@ -145,7 +134,7 @@ def test_enet_exports_without_pooling_indices_and_runs_on_onnxruntime_and_openvi
         compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     except ImportError:
         compiled = None
-    indexed = ENet(num_classes=5, width=0.25, unpool_mode="indexed").eval()
+    indexed = ENet(num_classes=NUM_CLASSES, width=WIDTH, unpool_mode="indexed").eval()
     indexed.load_state_dict(model.state_dict())
     images = torch.randn(1, 3, 64, 96)  # another size: the graph is dynamic
     blocky = F.interpolate(images[:, :, ::4, ::4].round(), size=(64, 96), mode="nearest")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import onnx
 import pytest
@@ -52,17 +51,11 @@ def test_decoder_fuses_all_four_stages_at_one_quarter() -> None:
     assert model.fuse.conv.in_channels == 4 * 256 and model.classifier.out_channels == 19
 
 
-def test_layernorm_exports_as_one_layernormalization_op_not_its_decomposition(tmp_path: Path) -> None:
+def test_layernorm_exports_as_one_layernormalization_op_not_its_decomposition(zoo_export) -> None:
     """FP16 backends overflow on ReduceMean → Sub → Pow → ReduceMean → Sqrt; one fused op stays accurate."""
-    torch.manual_seed(0)
-    model = get_spec("segformer-b0").build(num_classes=10, width=0.25)
-    path = tmp_path / "segformer.onnx"
-    dims = {2: torch.export.Dim("height", min=64, max=4096), 3: torch.export.Dim("width", min=64, max=4096)}
-    torch.onnx.export(
-        model, (torch.randn(1, 3, *SIZE),), path, input_names=["input"], output_names=["logits"],
-        opset_version=18, dynamo=True, dynamic_shapes=(dims,), verbose=False,
-    )
-    graph = onnx.load(path).graph
+    exported = zoo_export("segformer-b0")
+    model = exported.model
+    graph = onnx.load(exported.path).graph
     ops = [node.op_type for node in graph.node]
     layer_norms = sum(isinstance(m, torch.nn.LayerNorm) for m in model.modules())
     assert layer_norms == 30  # per stage: embedding, 2 × 2 in blocks, final; + 2 reduction norms in stages 1–3

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import onnx
 import pytest
@@ -78,24 +77,17 @@ def test_decoder_mirrors_the_encoder_back_to_full_resolution() -> None:
     assert [s[0] for s in shapes] == [128, 64, 32, 16, 16]
 
 
-def export_ops(name: str, path: Path) -> list[str]:
-    model = get_spec(name).build(num_classes=5, width=0.25)
-    dims = {2: torch.export.Dim("height", min=64, max=4096), 3: torch.export.Dim("width", min=64, max=4096)}
-    torch.onnx.export(
-        model, (torch.randn(1, 3, *SIZE),), path, input_names=["input"], output_names=["logits"],
-        opset_version=18, dynamo=True, dynamic_shapes=(dims,),
-    )
-    return [(node.op_type, len(node.output)) for node in onnx.load(path).graph.node]
-
-
-def test_indexed_export_uses_pooling_indices_and_index_free_export_does_not(tmp_path: Path) -> None:
+def test_indexed_export_uses_pooling_indices_and_index_free_export_does_not(zoo_export) -> None:
     """What the tensorrt_parser_safe flags rest on: TensorRT's parser does not import MaxPool's indices
     output (the indexed graph's ScatterND it would take)."""
-    indexed = export_ops("segnet", tmp_path / "segnet.onnx")
+    def export_ops(name: str) -> list[tuple[str, int]]:
+        return [(node.op_type, len(node.output)) for node in onnx.load(zoo_export(name).path).graph.node]
+
+    indexed = export_ops("segnet")
     assert ("ScatterND", 1) in indexed and ("MaxPool", 2) in indexed
     assert not get_spec("segnet").tensorrt_parser_safe
 
-    index_free = export_ops("segnet-trt", tmp_path / "segnet-trt.onnx")
+    index_free = export_ops("segnet-trt")
     assert {op for op, _ in index_free}.isdisjoint({"ScatterND", "MaxUnpool", "ScatterElements"})
     assert ("MaxPool", 2) not in index_free
     assert get_spec("segnet-trt").tensorrt_parser_safe

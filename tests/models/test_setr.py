@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import onnx
 import pytest
@@ -57,16 +56,8 @@ def test_pup_upsamples_progressively_in_four_steps() -> None:
 
 
 @pytest.mark.parametrize("name, resizes", [("setr-naive", 2), ("setr-pup", 5)])
-def test_export_keeps_hw_dynamic_with_the_position_resize_in_the_graph(name: str, resizes: int, tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    model = get_spec(name).build(num_classes=10, width=0.25)
-    path = tmp_path / "setr.onnx"
-    dims = {2: torch.export.Dim("height", min=64, max=4096), 3: torch.export.Dim("width", min=64, max=4096)}
-    torch.onnx.export(
-        model, (torch.randn(1, 3, *SIZE),), path, input_names=["input"], output_names=["logits"],
-        opset_version=18, dynamo=True, dynamic_shapes=(dims,), verbose=False,
-    )
-    graph = onnx.load(path).graph
+def test_export_keeps_hw_dynamic_with_the_position_resize_in_the_graph(name: str, resizes: int, zoo_export) -> None:
+    graph = onnx.load(zoo_export(name).path).graph
     ops = [node.op_type for node in graph.node]
     assert ops.count("Resize") == resizes  # position embedding + decoder upsampling
     assert ops.count("LayerNormalization") == 17 and "Pow" not in ops

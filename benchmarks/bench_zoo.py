@@ -6,12 +6,12 @@ INT8 before / after segedge's accuracy work (drop, agreement, speed-up).
 
 Per model: a short training on synthetic scenes (cached by recipe); the export chain to FP32 and two INT8
 graphs through the parity gate: "before" with onnxruntime's default op set, "after" with segedge's defaults
-and, when its mIoU drop still exceeds the model's budget, the ``--max-drop`` search: ranked by each layer's
-measured sensitivity up to ``--search-max-gmacs``, output-first above (measuring every layer alone is too long
-for heavy nets on this CPU); then the three
-graphs timed round-robin (so noise hits all alike), and mIoU from the artifacts' manifests. Rows are appended to
-``benchmarks/results/zoo-<arch>.json`` as each model finishes, so an interrupted run resumes; the
-Markdown table is rewritten after every model. A model that fails gets a row with the reason.
+and, when its mIoU drop still exceeds the model's budget, the ``--max-drop`` search (blocks of the torch
+module tree measured alone, then the layers of the worst blocks); then the graphs timed round-robin (so noise
+hits all alike), with OpenVINO f32, bf16 and NNCF INT8 beside them, and mIoU from the artifacts' manifests. Rows
+are appended to ``benchmarks/results/zoo-<arch>.json`` (``--out``) as each model finishes, each with the machine
+it was measured on, so an interrupted run resumes on the same machine; the Markdown table is rewritten after
+every model. A model that fails gets a row with the reason.
 """
 
 from __future__ import annotations
@@ -308,8 +308,6 @@ def main() -> int:
     parser.add_argument("--eval-images", type=int, default=8, help="held-out images scored per graph (4 gives intervals too wide for a 0.5-point budget)")
     parser.add_argument("--calib-images", type=int, default=16)
     parser.add_argument("--search-steps", type=int, default=10, help="--max-search-steps of the after search")
-    parser.add_argument("--search-max-gmacs", type=float, default=40.0,
-                        help="heavier models search output-first instead of measuring each layer")
     parser.add_argument("--light-max-gmacs", type=float, default=40.0, help="heavier models train at batch 2")
     parser.add_argument("--again", help="comma-separated models to measure again although their rows are done")
     parser.add_argument("--render-only", action="store_true", help="rewrite the table from the JSON of earlier runs")

@@ -52,7 +52,7 @@ def test_plot_is_a_png_with_one_panel_of_points(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from conftest import png_panels
+    from figure_checks import png_panels
 
     path = pareto_plot([dict(r) for r in ROWS], tmp_path / "p.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -105,7 +105,7 @@ def test_report_writes_plot_and_overlays(swept, tmp_path, capsys):
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     overlays = list((tmp_path / "overlays").glob("unet-int8-*.png"))
     assert len(overlays) == 1 and overlays[0].read_bytes()[:4] == b"\x89PNG"
-    from conftest import png_panels
+    from figure_checks import png_panels
 
     width, height, panels = png_panels(overlays[0])
     assert panels == 4 and width > 3 * height  # image | FP32 | INT8 | disagreement, side by side

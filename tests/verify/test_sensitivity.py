@@ -63,7 +63,7 @@ def test_table_and_bar_chart(ranking, tmp_path):
     assert f"{len(ranking) - 5} more layers, less sensitive, not shown." in table
     png = sensitivity_bar_chart(ranking, tmp_path / "chart.png", top=8)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    from conftest import png_panels
+    from figure_checks import png_panels
 
     width, height, panels = png_panels(png)
     assert width > 300 and height > 200 and panels >= 1

@@ -201,6 +201,11 @@ def openvino_rows(name: str, after, budget: float, base: dict, export, args) -> 
     return {"runners": runners, **info}
 
 
+def _slug(row_name: str) -> str:
+    """A runner row's name ("OV bf16") as the prefix of its JSON keys ("ov_bf16")."""
+    return row_name.lower().replace(" ", "_")
+
+
 def best_cpu_row(ms: dict, scored: dict, budget: float, openvino: dict) -> dict:
     """The fastest of ORT INT8, OpenVINO bf16 and OpenVINO INT8 whose drop interval's upper end is within the
     budget, and its speed-up over the faster FP32 runner (ORT or OpenVINO f32: a user would pick the faster)."""
@@ -209,7 +214,7 @@ def best_cpu_row(ms: dict, scored: dict, budget: float, openvino: dict) -> dict:
     fp32 = min(ms["fp32"], ms["OV f32"])
     row = {"ov_f32_ms": round(ms["OV f32"], 1), **{k: v for k, v in openvino.items() if k != "runners"}}
     for key, (median, high, low) in scored.items():
-        slug = key.lower().replace(" ", "_")
+        slug = _slug(key)
         row.update({f"{slug}_ms": round(median, 1), f"{slug}_drop_high": round(high, 3), f"{slug}_drop_low": round(low, 3)})
     within = {key: v[0] for key, v in scored.items() if v[1] <= budget}
     best = min(within, key=within.get) if within else None
@@ -299,6 +304,23 @@ def write_table(rows: list[dict], machine: str, args, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def summary_table(rows: list[dict]) -> str:
+    """README's short table: per model the ORT INT8 search's result and the best CPU row, from the JSON alone."""
+    lines = ["| model | mIoU FP32 | ORT INT8 after: float layers, drop [95 %], × ORT FP32 | INT8 stage s | best CPU row "
+             "| ms | × faster FP32 | its drop, upper end |", "|---|---:|---|---:|---|---:|---:|---:|"]
+    for r in rows:
+        if r["status"] != "ok" or "best_fp32_ms" not in r:
+            continue
+        floats = f"{r['float_layers']} of {r['quantizable_layers']}" if r["float_layers"] else "0"
+        search = f"{r['search_s']:.0f}" if r.get("search_s") is not None else "–"
+        best = r["best_row"]
+        high = f"{r[_slug(best) + '_drop_high']:+.2f}" if best else "–"
+        lines.append(f"| {r['model']} | {r['miou_fp32']} | {floats}, {r['after_drop']:+.2f}{_interval(r)}, "
+                     f"{r['after_speedup']} | {search} | {best or 'none within the budget'} | {r['best_ms'] or '–'} | "
+                     f"{r['best_speedup'] or '–'} | {high} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", help="comma-separated (default: the whole zoo)")
@@ -311,6 +333,7 @@ def main() -> int:
     parser.add_argument("--light-max-gmacs", type=float, default=40.0, help="heavier models train at batch 2")
     parser.add_argument("--again", help="comma-separated models to measure again although their rows are done")
     parser.add_argument("--render-only", action="store_true", help="rewrite the table from the JSON of earlier runs")
+    parser.add_argument("--summary", action="store_true", help="print README's short table from the JSON of earlier runs")
     parser.add_argument("--train-only", action="store_true", help="fill the checkpoint cache, measure nothing")
     parser.add_argument("--no-openvino", dest="openvino", action="store_false",
                         help="ORT rows only (default: also OpenVINO f32/bf16/NNCF INT8 and the best CPU row)")
@@ -329,6 +352,9 @@ def main() -> int:
     machine = f"{cpu_model()}, {os.cpu_count()} cores" + (f" [{flags}]" if flags else "")
     done = {r["model"] for r in rows if r["model"] not in again and r["status"] == "ok" and "after_drop" in r
             and r["machine"] == machine and (not args.openvino or "best_fp32_ms" in r)}
+    if args.summary:
+        print(summary_table(rows))
+        return 0
     if args.render_only:
         write_table(rows, saved["machine"], args, table_path)
         return 0

@@ -72,9 +72,6 @@ class OnnxRuntimeRunner(Runner):
         self.session = None
 
 
-_ARM = ("aarch64", "arm64", "ARM64")
-
-
 class OnnxRuntimeBackend(Backend):
     """ONNX Runtime on the CPU: runs segedge's ONNX files as they are (no prepare step)."""
 
@@ -86,8 +83,11 @@ class OnnxRuntimeBackend(Backend):
     default_providers: tuple[str, ...] = ("CPUExecutionProvider",)
 
     def int8_scheme(self, machine) -> str:
-        # x86: u8 activations feed the u8·s8 VNNI kernels; ARM64: s8 symmetric for the signed SDOT/SMMLA ones
-        return "arm" if machine is not None and machine.arch in _ARM else "x86"
+        # x86: u8 activations feed the u8·s8 VNNI kernels (7-bit weights without VNNI); ARM64: s8 symmetric for
+        # the signed SDOT/SMMLA ones
+        from segedge.graph.int8 import cpu_int8_scheme
+
+        return cpu_int8_scheme(machine)
 
     def providers(self, profile) -> tuple[str, ...]:
         return (tuple(profile.providers) if profile is not None else ()) or self.default_providers

@@ -112,8 +112,9 @@ class OpenVinoBackend(Backend):
 
     def int8_candidates(self, machine) -> tuple[str, ...]:
         """INT8 graphs a row tries, fastest within the tolerance kept: NNCF's, then segedge's own for the CPU."""
-        own = "arm" if machine is not None and machine.arch in ("aarch64", "arm64", "ARM64") else "x86"
-        return ("openvino", own)
+        from segedge.graph.int8 import cpu_int8_scheme
+
+        return ("openvino", cpu_int8_scheme(machine))
 
     @staticmethod
     def device(profile) -> str:

@@ -234,7 +234,8 @@ def add_int8(p: argparse.ArgumentParser, *, search: bool = True) -> None:
     g.add_argument("--equalize", action="store_const", const=True, default=None,
                    help="cross-layer equalization before calibration (depthwise-heavy nets: MobileNet, ENet)")
     g.add_argument("--int8-scheme", choices=tuple(INT8_SCHEMES),
-                   help="INT8 scheme of the target (default x86; arm: s8 symmetric; tensorrt: s8 symmetric, zero points 0, float biases)")
+                   help="INT8 scheme of the target (default x86, for CPUs with VNNI; x86-novnni: 7-bit weights for x86 without VNNI; "
+                        "arm: s8 symmetric; tensorrt: s8 symmetric, zero points 0, float biases)")
     g.add_argument("--op-set", choices=OP_SETS, help="which ops get Q/DQ: all (onnxruntime's set), layers "
                    "(Conv/MatMul/Gemm only) or auto (default: both timed on the model, the faster kept and recorded)")
     g.add_argument("--quantize-classifier", action="store_const", const=True, default=None,

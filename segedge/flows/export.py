@@ -27,7 +27,7 @@ from segedge.data.model_io import ModelIO
 from segedge.core.errors import ArtifactError, CalibrationError, InputSizeError, SegedgeError, brief
 from segedge.graph.export import EXPORT_OPSET, onnx_from_torch
 from segedge.graph.fp16 import fp16_from_onnx
-from segedge.graph.int8 import Int8Config, calibrated_graph, calibration_indices, probe_op_set
+from segedge.graph.int8 import Int8Config, calibrated_graph, calibration_indices, probe_op_set, saturation_note
 from segedge.models.registry import get_spec
 from segedge.backends.onnxruntime import OnnxRuntimeRunner
 from segedge.graph.simplify import simplified_onnx
@@ -376,7 +376,7 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
                     "parity": report.as_dict(),
                     "gate": asdict(gate),
                 }
-                enforce_gate(stage, report, gate)
+                enforce_gate(stage, report, gate, hint=info.get("saturation_note", ""))
                 entry["sha256"] = sha256_file(candidate)
                 # an IR's weights file: hashed with it, and in place before the .xml that reads it
                 sidecars = list(zip(sidecar_names(candidate.name), sidecar_names(final.name)))
@@ -457,6 +457,10 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
                         if graph.equalization is not None:
                             info["equalization"] = graph.equalization
                         info["float_classifier"] = [] if icfg.quantize_classifier else graph.classifier()
+                        note = saturation_note(icfg.scheme)
+                        if note:  # recorded, said now, and named again if the parity gate refuses the graph
+                            info["saturation_note"] = note
+                            log(f"int8  warning: {note}")
                         if icfg.max_drop is not None:
                             info.update(mixed_precision(graph, candidate, art.file(STAGES["onnx"].file)))
                 if opsets:

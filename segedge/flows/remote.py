@@ -381,7 +381,7 @@ def device_int8_scheme(dry_run_stdout: list[str], profile) -> str:
     from segedge.backends.registry import get_backend
 
     for line in dry_run_stdout:
-        found = re.search(r"INT8 scheme (\w+)", line)
+        found = re.search(r"INT8 scheme ([\w-]+)", line)
         if found:
             return found.group(1)
     return profile.int8_scheme or get_backend(profile.backend).int8_scheme(None)

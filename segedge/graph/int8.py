@@ -4,8 +4,9 @@ INT8 is explicit QuantizeLinear/DequantizeLinear pairs
 with per-channel weights, so onnxruntime and TensorRT consume the same artifact and the same calibration.
 
 The scheme follows the target (:data:`INT8_SCHEMES`): on x86 onnxruntime, u8 activations run its fast u8s8
-kernels (measured 2.36× over FP32 versus 1.45× with s8 on a DeepLabv3+ at 512×1024); ARM onnxruntime takes
-symmetric s8 (signed dot-product kernels); TensorRT needs symmetric s8 with every zero point 0 and float biases.
+kernels (measured 2.36× over FP32 versus 1.45× with s8 on a DeepLabv3+ at 512×1024), with 7-bit weights on x86
+CPUs without VNNI, whose u8·s8 pair sums saturate at 16 bits; ARM onnxruntime takes symmetric s8 (signed
+dot-product kernels); TensorRT needs symmetric s8 with every zero point 0 and float biases.
 
 Calibration is fed in chunks: onnxruntime's histogram calibrators keep every intermediate output of every
 image they are given at once (past 24 GB at 512×1024), so segedge gives them a few images at a time
@@ -75,17 +76,27 @@ class Int8Scheme:
     # whose quantizer places the Q/DQ pairs: "onnxruntime" (segedge's settings above) or "nncf" (the vendor's
     # post-training quantization for OpenVINO, with its own placement and settings; the fields above describe it)
     quantizer: str = "onnxruntime"
+    # weights on 7 bits (onnxruntime's reduce_range): x86 without VNNI sums two u8·s8 products into a saturating
+    # int16 (VPMADDUBSW), which 255·127·2 overflows and 255·64·2 does not
+    reduce_range: bool = False
 
     def as_dict(self) -> dict:
         return {"name": self.name, "activation": self.activation,
                 "activation_symmetric": self.activation_symmetric, "quantize_bias": self.quantize_bias,
-                **({"quantizer": self.quantizer} if self.quantizer != "onnxruntime" else {})}
+                **({"quantizer": self.quantizer} if self.quantizer != "onnxruntime" else {}),
+                **({"reduce_range": True} if self.reduce_range else {})}
 
 
 X86 = Int8Scheme(
     "x86", "u8", activation_symmetric=False, quantize_bias=True,
     why="onnxruntime on x86: u8 activations feed the u8·s8 VPMADDUBSW/VNNI kernels (2.36x over FP32 vs "
         "1.45x with s8, measured on DeepLabv3+ 512x1024); asymmetric keeps all 256 levels on ReLU outputs",
+)
+X86_NO_VNNI = Int8Scheme(
+    "x86-novnni", "u8", activation_symmetric=False, quantize_bias=True, reduce_range=True,
+    why="onnxruntime on x86 without VNNI (AVX2, or AVX-512 without VNNI): its u8·s8 kernels add pairs of products "
+        "in saturating int16, so weights take 7 bits (reduce_range), as onnxruntime's quantize_static guidance "
+        "says for such CPUs; 8-bit weights there cost a tiny test net 5.6 points of mIoU",
 )
 ARM = Int8Scheme(
     "arm", "s8", activation_symmetric=True, quantize_bias=True,
@@ -105,7 +116,38 @@ OPENVINO = Int8Scheme(
         "calibration images; it places FakeQuantize where OpenVINO's CPU plugin fuses them, which segedge's "
         "onnxruntime-oriented placement does not (measured on DeepLabv3+: 35.0 ms vs 49.4 ms on an EPYC)",
 )
-INT8_SCHEMES: dict[str, Int8Scheme] = {s.name: s for s in (X86, ARM, TENSORRT, OPENVINO)}
+INT8_SCHEMES: dict[str, Int8Scheme] = {s.name: s for s in (X86, X86_NO_VNNI, ARM, TENSORRT, OPENVINO)}
+# CPU flags (segedge.core.hardware.KERNEL_FLAGS) whose u8·s8 dot products accumulate in int32 without saturating
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+ARM_ARCHES = ("aarch64", "arm64", "ARM64")
+
+
+def cpu_int8_scheme(machine) -> str:
+    """segedge's own onnxruntime scheme for this CPU: arm on ARM64; x86 where the CPU has VNNI or its flags are
+    unknown (``machine`` None or no flags read); x86-novnni where its flags are known and name no VNNI."""
+    if machine is None:
+        return X86.name
+    if machine.arch in ARM_ARCHES:
+        return ARM.name
+    flags = tuple(getattr(machine, "cpu_flags", ()) or ())
+    return X86_NO_VNNI.name if flags and not set(flags) & set(VNNI_FLAGS) else X86.name
+
+
+def saturation_note(scheme: Int8Scheme, machine=None) -> str:
+    """Why a graph of the x86 scheme (8-bit weights, for VNNI CPUs) checked on ``machine`` (default: this one)
+    may read worse there than on its target; '' where it does not apply."""
+    if machine is None:
+        import platform
+        from types import SimpleNamespace
+
+        from segedge.core.hardware import cpu_flags
+
+        machine = SimpleNamespace(arch=platform.machine(), cpu_flags=cpu_flags())
+    if scheme.name != X86.name or cpu_int8_scheme(machine) != X86_NO_VNNI.name:
+        return ""
+    return (f"this CPU has no VNNI (flags: {' '.join(machine.cpu_flags)}): onnxruntime adds its u8·s8 products in "
+            f"saturating int16 here, so the x86 scheme's 8-bit weights (made for VNNI CPUs) can lose accuracy on it; "
+            f"--int8-scheme {X86_NO_VNNI.name} quantizes weights to 7 bits for CPUs like this one")
 _SCHEME_OF_ACTIVATION = {"u8": X86, "s8": TENSORRT}  # what the older activation-only setting meant
 
 
@@ -414,6 +456,7 @@ class CalibratedGraph:
                 calibration_cache_path=str(self.ranges),
                 quant_format=QuantFormat.QDQ,
                 per_channel=self.config.per_channel,
+                reduce_range=scheme.reduce_range,
                 activation_type=QuantType.QUInt8 if scheme.activation == "u8" else QuantType.QInt8,
                 weight_type=QuantType.QInt8,
                 nodes_to_quantize=list(only) if only is not None else None,

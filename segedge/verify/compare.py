@@ -124,8 +124,9 @@ def compare_to_reference(runner: Runner, reference: Reference) -> ParityReport:
         return accuracy_on_active_runner(runner, reference).report
 
 
-def enforce_gate(stage: str, report: ParityReport, gate: ParityGate) -> None:
-    """Raise :class:`ParityError` when ``report`` fails ``gate``; the caller then keeps no artifact."""
+def enforce_gate(stage: str, report: ParityReport, gate: ParityGate, hint: str = "") -> None:
+    """Raise :class:`ParityError` when ``report`` fails ``gate``; the caller then keeps no artifact. ``hint``: a
+    likely cause the build noticed, said after the figures."""
     problems = []
     if not np.isfinite(report.max_abs_diff):
         problems.append("the artifact returns non-finite logits")
@@ -141,4 +142,5 @@ def enforce_gate(stage: str, report: ParityReport, gate: ParityGate) -> None:
             f"{stage} artifact fails the parity gate against torch FP32 on {report.images} images: "
             + "; ".join(problems)
             + f" (max abs logit diff {report.max_abs_diff:.3g}); no {stage} artifact was kept"
+            + (f". Likely why: {hint}" if hint else "")
         )

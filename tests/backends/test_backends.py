@@ -38,6 +38,20 @@ def test_cpu_profile_benches_the_arm_scheme_on_arm_and_x86_on_x86():
     assert cpu.int8_scheme_on("onnxruntime", ARM) == "arm"
 
 
+@pytest.mark.parametrize("flags, scheme", [
+    (("avx2", "avx512f", "avx512_vnni"), "x86"), (("avx2", "avx_vnni"), "x86"), (("avx2", "amx_int8"), "x86"),
+    (("avx2",), "x86-novnni"), (("avx2", "avx512f"), "x86-novnni"),  # AVX-512 without VNNI saturates as AVX2 does
+    ((), "x86"),  # flags unknown: nothing says the CPU lacks VNNI
+])
+def test_x86_without_vnni_gets_seven_bit_weights_in_onnxruntime_and_openvinos_own_graph(flags, scheme):
+    from dataclasses import replace
+
+    machine = replace(X86, cpu_flags=flags)
+    assert load_profile("cpu").int8_scheme_on("onnxruntime", machine) == scheme
+    assert get_backend("openvino").int8_candidates(machine) == ("openvino", scheme)
+    assert INT8_SCHEMES[scheme].reduce_range is (scheme == "x86-novnni")
+
+
 def test_gpu_profiles_name_the_tensorrt_scheme():
     for name in ("desktop-gpu", "jetson-orin-nano", "jetson-agx-orin", "jetson-xavier-nx"):
         assert load_profile(name).int8_scheme_on("tensorrt", X86) == "tensorrt"
@@ -58,7 +72,7 @@ def test_the_older_int8_activation_key_loads_with_a_deprecation_message(tmp_path
 def test_a_bad_int8_scheme_is_refused(tmp_path):
     path = tmp_path / "p.toml"
     path.write_text(BASE + 'int8_scheme = "avx"\n')
-    with pytest.raises(ProfileError, match="int8_scheme must be one of x86, arm, tensorrt"):
+    with pytest.raises(ProfileError, match="int8_scheme must be one of x86, x86-novnni, arm, tensorrt"):
         load_profile_file(path)
 
 

@@ -117,6 +117,30 @@ def test_parity_gate_fires_on_a_broken_graph_and_keeps_nothing(tiny_checkpoint, 
     assert set(json.loads((directory / "manifest.json").read_text())["stages"]) == {"onnx"}
 
 
+def test_an_x86_graph_checked_on_a_cpu_without_vnni_says_why_it_may_read_worse(tiny_checkpoint, tmp_path, monkeypatch):
+    """On a CPU without VNNI the x86 scheme's 8-bit weights saturate in onnxruntime's kernels: the export says so,
+    records it, and names it again when the gate refuses the graph."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    import segedge.flows.export as pipeline
+    from segedge.graph.int8 import saturation_note
+
+    avx2 = SimpleNamespace(arch="x86_64", cpu_flags=("avx2",))
+    monkeypatch.setattr(pipeline, "saturation_note", lambda scheme: saturation_note(scheme, avx2))
+    said = []
+    config = ExportConfig(model="unet", checkpoint=tiny_checkpoint.path, input_size=SIZE, precisions=("int8",),
+                          int8_config=Int8Config(calib_images=4), eval_images=2, store=tmp_path, threads=2)
+    entry = export_model(config, log=said.append).manifest["stages"]["int8"]
+    assert "--int8-scheme x86-novnni" in entry["saturation_note"] and "flags: avx2" in entry["saturation_note"]
+    assert any(line.startswith("int8  warning: this CPU has no VNNI") for line in said)
+    strict = {**config.gates, "int8": ParityGate(min_argmax_agreement=1.01)}
+    with pytest.raises(ParityError, match=r"no int8 artifact was kept\. Likely why: this CPU has no VNNI"):
+        export_model(replace(config, gates=strict, store=tmp_path / "strict"))
+    seven_bit = export_model(replace(config, int8_config=Int8Config(calib_images=4, scheme="x86-novnni")), log=said.append)
+    assert "saturation_note" not in seven_bit.manifest["stages"]["int8"]
+
+
 def test_a_failing_rerun_never_replaces_a_good_artifact(exported, monkeypatch):
     config, result = exported
     good = result.file("int8").read_bytes()

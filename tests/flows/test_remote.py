@@ -93,6 +93,7 @@ def test_exports_for_the_device_use_the_scheme_its_dry_run_names():
     cpu = load_profile("cpu")
     said = ["profile cpu runs here (aarch64 Neoverse, 4 cores) with onnxruntime; INT8 scheme arm"]
     assert device_int8_scheme(said, cpu) == "arm"
+    assert device_int8_scheme(["profile cpu runs here (x86_64 EPYC) with onnxruntime; INT8 scheme x86-novnni"], cpu) == "x86-novnni"
     assert device_int8_scheme(["profile cpu runs here (...) with onnxruntime"], cpu) == "x86"  # an older device
     assert device_int8_scheme([], load_profile("jetson-orin-nano")) == "tensorrt"
 
@@ -100,7 +101,7 @@ def test_exports_for_the_device_use_the_scheme_its_dry_run_names():
 def test_dry_run_names_backend_and_int8_scheme(capsys):
     assert main(["bench", "--profile", "cpu", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "with onnxruntime; INT8 scheme " in out and out.strip().split()[-1] in ("x86", "arm")
+    assert "with onnxruntime; INT8 scheme " in out and out.strip().split()[-1] in ("x86", "x86-novnni", "arm")
 
 
 def test_version_flag(capsys):

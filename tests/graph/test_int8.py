@@ -71,7 +71,7 @@ def _bias_dqs(model):
             and consts[n.input[0]].dtype == np.int32]
 
 
-@pytest.mark.parametrize("scheme", ["x86", "arm", "tensorrt"])
+@pytest.mark.parametrize("scheme", ["x86", "x86-novnni", "arm", "tensorrt"])
 def test_weights_are_s8_symmetric_per_output_channel(quantized, scheme):
     model, info = quantized[scheme]
     consts = _constants(model)
@@ -83,6 +83,31 @@ def test_weights_are_s8_symmetric_per_output_channel(quantized, scheme):
         axis = {"Conv": 0, "ConvTranspose": 1}[consumer.op_type]  # the output-channel axis
         assert _axis(dq) == axis
         assert scale.shape == (weight.shape[axis],)
+
+
+def test_x86_without_vnni_has_seven_bit_weights_and_the_same_activations(quantized):
+    """Two u8·s8 products summed in int16 overflow at 255·127·2 and not at 255·64·2 (VPMADDUBSW without VNNI)."""
+    (wide, _), (narrow, _) = quantized["x86"], quantized["x86-novnni"]
+    wide_consts, narrow_consts = _constants(wide), _constants(narrow)
+    wide_peak = max(int(np.abs(wide_consts[dq.input[0]]).max()) for dq, _ in _weight_dqs(wide))
+    narrow_peak = max(int(np.abs(narrow_consts[dq.input[0]]).max()) for dq, _ in _weight_dqs(narrow))
+    assert wide_peak == 127 and narrow_peak == 64  # ±64: onnxruntime's reduced range for symmetric s8
+    assert sorted(n.op_type for n in wide.graph.node) == sorted(n.op_type for n in narrow.graph.node)
+    for q in _activation_quantizers(narrow):
+        assert narrow_consts[q.input[2]].dtype == np.uint8
+
+
+def test_the_saturation_note_names_the_seven_bit_scheme_only_where_it_applies():
+    from types import SimpleNamespace
+
+    from segedge.graph.int8 import X86_NO_VNNI, saturation_note
+
+    avx2, vnni = (SimpleNamespace(arch="x86_64", cpu_flags=f) for f in (("avx2",), ("avx2", "avx512_vnni")))
+    note = saturation_note(X86, avx2)
+    assert note.startswith("this CPU has no VNNI (flags: avx2)") and note.endswith(
+        "--int8-scheme x86-novnni quantizes weights to 7 bits for CPUs like this one")
+    assert saturation_note(X86, vnni) == saturation_note(X86_NO_VNNI, avx2) == saturation_note(ARM, avx2) == ""
+    assert saturation_note(X86, SimpleNamespace(arch="aarch64", cpu_flags=("asimd",))) == ""
 
 
 def test_x86_activations_are_u8_asymmetric(quantized):
@@ -123,7 +148,7 @@ def test_tensorrt_scheme_passes_the_tensorrt_qdq_check_and_x86_does_not(quantize
     assert "qdq-uint8" in check_onnx(quantized["x86"][0], "desktop-gpu").codes("error")
 
 
-@pytest.mark.parametrize("scheme", ["x86", "arm", "tensorrt"])
+@pytest.mark.parametrize("scheme", ORT_SCHEMES)
 def test_every_scheme_agrees_with_fp32(fp32, quantized, scheme):
     import onnxruntime as ort
 
@@ -162,7 +187,7 @@ def test_scheme_config_and_the_older_activation_setting():
     assert Int8Config(scheme=TENSORRT, activation="s8").scheme is TENSORRT
     with pytest.raises(InputSizeError, match="activation type u8 contradicts INT8 scheme tensorrt"):
         Int8Config(scheme="tensorrt", activation="u8")
-    with pytest.raises(InputSizeError, match="unknown INT8 scheme 'risc-v'; choose one of x86, arm, tensorrt"):
+    with pytest.raises(InputSizeError, match="unknown INT8 scheme 'risc-v'; choose one of x86, x86-novnni, arm, tensorrt"):
         Int8Config(scheme="risc-v")
     # MinMax ranges are scheme-independent (one cache serves all); histogram ranges are not
     assert Int8Config(scheme="x86").ranges_key() == Int8Config(scheme="tensorrt").ranges_key()
@@ -170,6 +195,9 @@ def test_scheme_config_and_the_older_activation_setting():
         Int8Config(scheme="tensorrt", calib_method="entropy").ranges_key()
     assert Int8Config(scheme="arm").as_dict()["scheme"] == {
         "name": "arm", "activation": "s8", "activation_symmetric": True, "quantize_bias": True}
+    # 7-bit weights are part of the scheme's record, so an x86 graph and an x86-novnni one never share a stage key
+    assert Int8Config(scheme="x86-novnni").as_dict()["scheme"]["reduce_range"] is True
+    assert "reduce_range" not in Int8Config(scheme="x86").as_dict()["scheme"]
 
 
 class _Masks:

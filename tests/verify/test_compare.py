@@ -43,3 +43,8 @@ def test_the_agreement_rule_names_both_figures():
         enforce_gate("fp16", report(agreement=0.989), STAGES["fp16"].gate)
     with pytest.raises(ParityError, match=r"argmax agreement 89\.00 % is below the gate's 90\.00 %"):
         enforce_gate("int8", report(agreement=0.89), STAGES["int8"].gate)
+
+
+def test_a_likely_cause_follows_the_figures():
+    with pytest.raises(ParityError, match=r"below the gate's 90\.00 %.*no int8 artifact was kept\. Likely why: no VNNI$"):
+        enforce_gate("int8", report(agreement=0.89), STAGES["int8"].gate, hint="no VNNI")

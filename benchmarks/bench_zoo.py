@@ -31,7 +31,7 @@ from segedge.core.precision import STAGES, ParityGate
 from segedge.data.synthetic import SyntheticScenes
 from segedge.data.transforms import to_network_input
 from segedge.flows.export import ExportConfig, export_model
-from segedge.graph.int8 import Int8Config
+from segedge.graph.int8 import Int8Config, cpu_int8_scheme
 from segedge.models.registry import get_spec, list_models
 from segedge.backends.onnxruntime import OnnxRuntimeRunner
 from segedge.train.loop import TrainConfig, trained_checkpoint
@@ -90,6 +90,13 @@ def int8_budget(name: str) -> float:
     return 1.0 if name in TRANSFORMERS else 0.5
 
 
+def ort_scheme() -> str:
+    """The scheme the ``cpu`` profile quantizes with on this CPU (x86; x86-novnni without VNNI; arm)."""
+    from types import SimpleNamespace
+
+    return cpu_int8_scheme(SimpleNamespace(arch=platform.machine(), cpu_flags=cpu_flags()))
+
+
 def measure(name: str, args) -> dict:
     """One row: FP32, INT8 "before" (onnxruntime's default op set) and INT8 "after" (segedge's default: Softmax
     float, plus the ``--max-drop`` search at the model's budget)."""
@@ -105,18 +112,19 @@ def measure(name: str, args) -> dict:
                                          eval_images=args.eval_images, threads=args.threads))
 
     base = dict(calib_images=args.calib_images)
+    ort = dict(base, scheme=ort_scheme())
     with tempfile.TemporaryDirectory(prefix="bench-zoo-") as work:
-        before = export(Int8Config(**base, float_ops=(), op_set="all"))  # onnxruntime's own op set, not the spec's
+        before = export(Int8Config(**ort, float_ops=(), op_set="all"))  # onnxruntime's own op set, not the spec's
         before_file = Path(work) / "before.int8.onnx"
         shutil.copyfile(before.file("int8"), before_file)
         before_parity = before.manifest["stages"]["int8"]["parity"]
         layers = before.manifest["stages"]["int8"].get("quantize_nodes")
-        after = export(Int8Config(**base))
+        after = export(Int8Config(**ort))
         full = after.manifest["stages"]["int8"]
         # always searched at the budget: the search keeps every layer INT8 when full INT8's drop interval already
         # fits, and a point estimate within the budget is not enough (DeepLab v2: +0.20, interval up to +1.39)
         order = "blocks"  # each block alone, then the layers of the worst blocks: minutes even on heavy nets
-        after = export(Int8Config(**base, max_drop=budget, max_search_steps=args.search_steps, search_order=order))
+        after = export(Int8Config(**ort, max_drop=budget, max_search_steps=args.search_steps, search_order=order))
         search = after.manifest["stages"]["int8"]["mixed_precision"]
         search_s = after.manifest["stages"]["int8"].get("seconds")  # calibration + ranking + search
         if not search["kept_float"]:
@@ -167,6 +175,7 @@ def measure(name: str, args) -> dict:
         "budget": budget, "meets_drop": interval.high <= budget, "meets_speed": speedup >= 1.5,
         "train_iterations": recipe.iterations, "train_batch": recipe.batch_size, "train_s": round(train_s, 0),
         "quantize_nodes_before": layers, "status": "ok", "eval_images": args.eval_images, "search_s": search_s,
+        "ort_scheme": ort["scheme"],
         **best_cpu_row(ms, scored, budget, openvino),
     }
 
@@ -263,8 +272,9 @@ def write_table(rows: list[dict], machine: str, args, path: Path) -> None:
     lines = [f"## Zoo at 512×1024 (PSPNet at its nearest valid size), batch 1, {args.threads} threads, ORT CPU",
              "", f"{machines_line(rows, machine)}. Every model trained briefly on synthetic scenes ({args.iterations} iterations "
              f"of 256×256 crops, batch 4; batch 2 above {args.light_max_gmacs:g} GMACs), evaluated on "
-             f"{args.eval_images} held-out synthetic val images at the size shown. INT8: x86 scheme (u8 activations, "
-             f"per-channel s8 weights), MinMax ranges from {args.calib_images} calibration images.",
+             f"{args.eval_images} held-out synthetic val images at the size shown. INT8 on ORT: scheme "
+             f"{', '.join(sorted({r.get('ort_scheme', 'x86') for r in rows}))} (the `cpu` profile's pick for the CPU; x86: u8 "
+             f"activations, per-channel s8 weights; x86-novnni: the same with 7-bit weights), MinMax ranges from {args.calib_images} calibration images.",
              "**before**: onnxruntime's default op set, full INT8. **after**: segedge's default "
              "(classifier and Softmax float, op set from the model's measured default or a probe that times and scores both) and the `--max-drop` search at the budget "
              "(0.5 mIoU points for CNNs, 1.0 for SegFormer/SETR, judged at the upper end of the drop's 95 % interval): "

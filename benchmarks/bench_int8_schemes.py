@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import filecmp
 import json
-import os
 import platform
 import shutil
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 from bench_zoo import bench_size, zoo_checkpoint
 
 from segedge.backends.onnxruntime import OnnxRuntimeRunner
-from segedge.core.hardware import cpu_flags, cpu_model
+from segedge.core.hardware import this_cpu
 from segedge.core.precision import STAGES, ParityGate
 from segedge.data.synthetic import SyntheticScenes
 from segedge.data.transforms import to_network_input
@@ -97,11 +96,9 @@ def main() -> int:
     parser.add_argument("--calib-images", type=int, default=16)
     parser.add_argument("--out", type=Path, default=None, help="results stem (default: by arch and VNNI)")
     args = parser.parse_args()
-    from types import SimpleNamespace
-
-    flags = cpu_flags()
-    args.picked = cpu_int8_scheme(SimpleNamespace(arch=platform.machine(), cpu_flags=flags))
-    machine = f"{cpu_model()}, {os.cpu_count()} cores [{' '.join(flags) or 'flags unknown'}]"
+    cpu = this_cpu()
+    args.picked = cpu_int8_scheme(cpu)
+    machine = f"{cpu.cpu}, {cpu.cores} cores [{' '.join(cpu.cpu_flags) or 'flags unknown'}]"
     out = args.out or Path(__file__).parent / "results" / f"int8-schemes-{platform.machine()}-{args.picked}"
     with tempfile.TemporaryDirectory(prefix="bench-int8-schemes-") as work:
         args.work = work

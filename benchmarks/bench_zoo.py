@@ -26,7 +26,7 @@ import traceback
 from pathlib import Path
 
 from segedge.verify.timing import side_by_side_latencies
-from segedge.core.hardware import cpu_flags, cpu_model
+from segedge.core.hardware import cpu_flags, cpu_model, this_cpu
 from segedge.core.precision import STAGES, ParityGate
 from segedge.data.synthetic import SyntheticScenes
 from segedge.data.transforms import to_network_input
@@ -92,9 +92,7 @@ def int8_budget(name: str) -> float:
 
 def ort_scheme() -> str:
     """The scheme the ``cpu`` profile quantizes with on this CPU (x86; x86-novnni without VNNI; arm)."""
-    from types import SimpleNamespace
-
-    return cpu_int8_scheme(SimpleNamespace(arch=platform.machine(), cpu_flags=cpu_flags()))
+    return cpu_int8_scheme(this_cpu())
 
 
 def measure(name: str, args) -> dict:

@@ -85,6 +85,12 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def this_cpu() -> Machine:
+    """This machine's CPU facts alone (no GPU, driver or package probe): what picking a CPU's INT8 scheme needs."""
+    return Machine(arch=platform.machine(), cpu=cpu_model(), cores=os.cpu_count() or 1, os=platform.system(),
+                   cpu_flags=cpu_flags())
+
+
 def _jetson_model() -> str | None:
     try:
         text = JETSON_MODEL_FILE.read_bytes().decode(errors="ignore").strip("\x00 \n")

@@ -137,12 +137,9 @@ def saturation_note(scheme: Int8Scheme, machine=None) -> str:
     """Why a graph of the x86 scheme (8-bit weights, for VNNI CPUs) checked on ``machine`` (default: this one)
     may read worse there than on its target; '' where it does not apply."""
     if machine is None:
-        import platform
-        from types import SimpleNamespace
+        from segedge.core.hardware import this_cpu
 
-        from segedge.core.hardware import cpu_flags
-
-        machine = SimpleNamespace(arch=platform.machine(), cpu_flags=cpu_flags())
+        machine = this_cpu()
     if scheme.name != X86.name or cpu_int8_scheme(machine) != X86_NO_VNNI.name:
         return ""
     return (f"this CPU has no VNNI (flags: {' '.join(machine.cpu_flags)}): onnxruntime adds its u8·s8 products in "

@@ -108,6 +108,12 @@ def test_the_saturation_note_names_the_seven_bit_scheme_only_where_it_applies():
         "--int8-scheme x86-novnni quantizes weights to 7 bits for CPUs like this one")
     assert saturation_note(X86, vnni) == saturation_note(X86_NO_VNNI, avx2) == saturation_note(ARM, avx2) == ""
     assert saturation_note(X86, SimpleNamespace(arch="aarch64", cpu_flags=("asimd",))) == ""
+    # by default it judges this machine, by its CPU facts alone: the same answer the full machine probe gives
+    from segedge.core.hardware import detect_machine, this_cpu
+
+    here, full = this_cpu(), detect_machine()
+    assert (here.arch, here.cpu, here.cores, here.cpu_flags) == (full.arch, full.cpu, full.cores, full.cpu_flags)
+    assert saturation_note(X86) == saturation_note(X86, full)
 
 
 def test_x86_activations_are_u8_asymmetric(quantized):

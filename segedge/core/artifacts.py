@@ -73,10 +73,25 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
         yield tmp
         if not tmp.exists() or tmp.stat().st_size == 0:
             raise ArtifactError(f"writing {final} produced no data")
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would survive the rename: a shared store unreadable
         os.replace(tmp, final)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux shows it (/proc, kernel 4.7+): setting it to read
+    it back would race with threads creating files meanwhile."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(final: str | Path, text: str) -> None:

@@ -52,3 +52,20 @@ def test_corrupt_manifest_is_a_clear_error(tmp_path):
 def test_atomic_write_json_roundtrip(tmp_path):
     atomic_write_json(tmp_path / "m.json", {"x": [1, 2]})
     assert json.loads((tmp_path / "m.json").read_text()) == {"x": [1, 2]}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077], ids=["022", "002", "077"])
+def test_atomic_writes_follow_the_umask(tmp_path, umask):
+    """A store shared by a team: files end as 0666 & ~umask, as open() would make them, not mkstemp's 0600."""
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        with atomic_path(tmp_path / "model.onnx") as tmp:
+            tmp.write_bytes(b"graph")
+        atomic_write_json(tmp_path / "manifest.json", {"a": 1})
+    finally:
+        os.umask(old)
+    for name in ("model.onnx", "manifest.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         raise SegedgeError(f"results store {args.results} is a directory; give the .sqlite file in it")
     if not Path(args.results).is_file():
         raise SegedgeError(f"no results store at {args.results}; run `segedge bench` first")
-    with ResultsStore(args.results) as store:
+    with ResultsStore(args.results, read_only=not args.merge) as store:  # a report writes only what --merge adds
         for other in args.merge or []:
             log(f"merged {store.merge(other)} rows from {other}")
         rows = store.latest_rows()

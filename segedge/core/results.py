@@ -67,10 +67,23 @@ STATUS_MARK = {"ok": "✅", "drop": "❎", "uncertain": "❔", "failed": "❌"}
 
 
 class ResultsStore:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+        """``read_only`` for what only reads (``report``, the other side of a merge): SQLite opens the file with
+        ``mode=ro``, so a store on a read-only disk or of another user reads, and nothing is created or altered;
+        columns an older store lacks are None in the rows read instead of added to the file."""
         self.path = Path(path)
+        self.read_only = read_only
         if self.path.is_dir():
             raise ArtifactError(f"results store {self.path} is a directory; give a file path, e.g. {self.path / 'results.sqlite'}")
+        if read_only:
+            if not self.path.is_file():
+                raise ArtifactError(f"no results store at {self.path}; run `segedge bench` first")
+            try:
+                self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+                self._add_missing_columns()
+            except sqlite3.DatabaseError as exc:
+                raise ArtifactError(f"results store {self.path} is not a usable SQLite file ({exc})") from None
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -88,10 +101,12 @@ class ResultsStore:
 
     def _add_missing_columns(self) -> None:
         """Stores written by an older segedge gain the newer columns. Rows from before ``quick`` was stored
-        are smoke rows when they ran 3 timed runs or fewer (what --quick does; a profile asks for 10 or more)."""
+        are smoke rows when they ran 3 timed runs or fewer (what --quick does; a profile asks for 10 or more).
+        Read-only, the file stays as it is and :meth:`rows` fills in what ``self.absent`` names."""
         have = {row[1] for row in self.db.execute("PRAGMA table_info(measurements)")}
+        self.absent = [name for name in COLUMNS if name not in have] if self.read_only else []
         for name, kind in COLUMNS.items():
-            if name not in have:
+            if name not in have and not self.read_only:
                 self.db.execute(f"ALTER TABLE measurements ADD COLUMN {name} {kind}")
                 if name == "quick":
                     self.db.execute("UPDATE measurements SET quick = (runs IS NOT NULL AND runs <= 3)")
@@ -140,10 +155,15 @@ class ResultsStore:
         try:
             cur = self.db.execute("SELECT * FROM measurements ORDER BY id")
             names = [d[0] for d in cur.description]
-            return [dict(zip(names, values)) for values in cur.fetchall()]
+            rows = [dict(zip(names, values)) for values in cur.fetchall()]
         except sqlite3.DatabaseError as exc:  # a truncated or corrupt page
             raise ArtifactError(f"results store {self.path} is damaged ({exc}); keep a copy and start a new store "
                                 f"with --results, or merge what is readable from a backup") from None
+        for row in rows:  # an older store read without altering it: what the newer columns would hold
+            row.update((name, None) for name in self.absent)
+            if "quick" in self.absent:
+                row["quick"] = int(row.get("runs") is not None and row["runs"] <= 3)
+        return rows
 
     def latest_rows(self) -> list[dict[str, Any]]:
         """The newest row per (machine, profile, model, precision, size, batch); a full measurement is preferred
@@ -161,7 +181,7 @@ class ResultsStore:
         other = Path(other)
         if not other.is_file():
             raise ArtifactError(f"results store {other} does not exist")
-        with ResultsStore(other) as theirs:
+        with ResultsStore(other, read_only=True) as theirs:
             mine = {(r["machine_id"], r["created"], r["profile"], r["model"], r["precision"], r["batch"]) for r in self.rows()}
             added = 0
             for row in theirs.rows():

@@ -70,3 +70,36 @@ def test_export_prints_the_parity_table(capsys, tiny_checkpoint, tmp_path):
     for stage in ("onnx", "sim", "fp16"):
         assert f"\n{stage} " in out
     assert "torch FP32 reference mIoU" in out
+
+
+def older_store(path, runs=20):
+    """A results store as an older segedge wrote it: fewer columns than today's."""
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE measurements (id INTEGER PRIMARY KEY, created TEXT, machine_id TEXT, machine TEXT, profile TEXT, "
+               "backend TEXT, model TEXT, precision TEXT, height INTEGER, width INTEGER, batch INTEGER, status TEXT, "
+               "median_ms REAL, runs INTEGER, miou REAL, miou_drop REAL)")
+    db.execute("INSERT INTO measurements (created, machine_id, machine, profile, backend, model, precision, height, width, batch, "
+               "status, median_ms, runs, miou, miou_drop) VALUES ('2024-01-01T00:00:00+00:00', 'm1', '{\"cpu\": \"X\"}', 'cpu', "
+               "'onnxruntime', 'unet', 'int8', 64, 128, 1, 'ok', 5.0, ?, 0.5, 0.1)", (runs,))
+    db.commit()
+    db.close()
+    return path
+
+
+def test_report_reads_a_store_it_may_not_write_and_leaves_it_as_it_was(capsys, tmp_path, monkeypatch):
+    """`report` used to refuse a read-only store, and to ALTER an older one to today's columns. A read writes nothing:
+    as root a chmod stops nothing, so the permission check a user meets is played by os.access, and the bytes and
+    modification time of the file are compared."""
+    import os
+
+    path = older_store(tmp_path / "r.sqlite")
+    before, mtime = path.read_bytes(), path.stat().st_mtime_ns
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if mode & os.W_OK else real_access(p, mode, **kw))
+    code, out, err = run(capsys, "report", "--results", str(path))
+    assert code == 0, err
+    assert "| cpu | onnxruntime | unet | int8 | 64x128 | 5.0 |" in out
+    assert path.read_bytes() == before and path.stat().st_mtime_ns == mtime
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.sqlite"]

@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from PIL import Image
     from tqdm import tqdm
 
+    from segedge.data.datasets import read_rgb
     from segedge.flows.predict import Predictor
     from segedge.flows.report import palette
 
@@ -67,10 +68,7 @@ def run(args: argparse.Namespace) -> int:
     with Predictor(args.artifact, backend=args.backend, precision=args.precision, threads=args.threads) as predictor:
         colours = palette(max(len(predictor.class_names), 2))
         for path in tqdm(images, desc=f"predict {predictor.precision}", unit="img", disable=args.quiet):
-            try:
-                image = np.asarray(Image.open(path).convert("RGB"))
-            except OSError as exc:
-                raise SegedgeError(f"cannot read image {path}: {exc}") from None
+            image = read_rgb(path)  # the datasets' reader: 16-bit images scaled by their range, as eval scores them
             mask = predictor(image)
             _save_mask(mask, colours, predictor.class_names, out / f"{path.stem}.png")
             if args.overlay:

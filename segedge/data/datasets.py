@@ -33,6 +33,7 @@ from typing import ClassVar
 import numpy as np
 
 from segedge.core.errors import SegedgeError
+from segedge.data.transforms import to_8bit
 
 IGNORE_INDEX: int = 255
 
@@ -147,23 +148,107 @@ def _pillow():
 
 
 def _open(path: Path, what: str):
+    """(the loaded image, whether the file stores 16-bit samples): Pillow reads 16-bit colour as 8-bit RGB and
+    says so only in the decoder's raw mode ("RGB;16B"), which is gone once the image is loaded."""
     image_module = _pillow()
     try:
         image = image_module.open(path)
+        sixteen = any(";16" in _raw_mode(tile) for tile in image.tile)
         image.load()
     except FileNotFoundError:
         raise DatasetError(f"{what} {path} does not exist") from None
     except (OSError, ValueError, image_module.DecompressionBombError) as error:
         raise DatasetError(f"cannot read {what} {path}: {error}") from None
-    return image
+    return image, sixteen
+
+
+def _raw_mode(tile) -> str:
+    args = tile[3] if len(tile) > 3 else None  # (codec, extents, offset, args): a raw mode, or a tuple starting with one
+    raw = args[0] if isinstance(args, tuple) and args else args
+    return raw if isinstance(raw, str) else ""
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    """An image file as uint8 (H, W, 3) RGB, whatever its mode (grey, palette, RGBA...)."""
-    image = _open(Path(path), "image")
+    """An image file as uint8 (H, W, 3) RGB, whatever its mode (grey, palette, RGBA...) and depth. Every reader
+    (datasets, eval, bench, predict) comes here.
+
+    Samples deeper than 8 bits are scaled by their range, never clipped (Pillow's I;16 → RGB clips at 255: mIoU
+    6.25 against 13.80 for the same pictures at 8 bits): a 16-bit file by 65535 (v / 257, rounded). A PNG whose
+    sBIT chunk declares fewer bits (say 12) and whose samples all fit them holds raw n-bit values, as cameras write
+    them: scaled by 2^n − 1 (4095). A PNG scaled up to its 16 bits as the PNG standard asks is read by 65535 whatever
+    sBIT says; a 12-bit image stored raw without sBIT reads dark, as every viewer shows it. Floating-point samples
+    and integers outside 0..65535 have no range to scale by and are refused by name.
+    """
+    path = Path(path)
+    image, sixteen = _open(path, "image")
+    if sixteen:
+        samples = _wide_samples(path, image)
+        maximum = 65535
+        bits = _png_significant_bits(path)
+        if bits is not None and 0 < bits < 16 and int(samples.max(initial=0)) < 2 ** bits:
+            maximum = 2 ** bits - 1
+        return to_8bit(samples, maximum)
+    if image.mode in ("I", "F"):
+        values = np.asarray(image)
+        kind = "32-bit integers" if image.mode == "I" else "floating-point samples"
+        raise DatasetError(f"image {path} holds {kind} (mode {image.mode}, values {values.min(initial=0)}.."
+                           f"{values.max(initial=0)}), which have no range to scale to 8 bits; save it as an 8- or "
+                           "16-bit PNG")
     if image.mode != "RGB":
-        image = image.convert("RGB")
+        try:
+            image = image.convert("RGB")
+        except ValueError as error:
+            raise DatasetError(f"cannot read image {path} as RGB (mode {image.mode}): {error}") from None
     return np.asarray(image, dtype=np.uint8)
+
+
+def _wide_samples(path: Path, image) -> np.ndarray:
+    """The samples of a 16-bit (or 32-bit integer) image as uint16 (H, W, 3) RGB, alpha dropped."""
+    if image.mode.startswith("I"):  # grey: Pillow has every bit
+        values = np.asarray(image)
+        low, high = int(values.min(initial=0)), int(values.max(initial=0))
+        if low < 0 or high > 65535:  # signed 16-bit
+            raise DatasetError(f"image {path} holds 16-bit integers (mode {image.mode}) outside 0..65535 "
+                               f"({low}..{high}), which have no range to scale to 8 bits; save it as an 8- or 16-bit PNG")
+        return np.repeat(values.astype(np.uint16)[..., None], 3, axis=2)
+    try:  # colour: Pillow keeps only the high byte, OpenCV (a segedge dependency) every bit
+        import cv2
+    except ImportError:
+        raise DatasetError(f"image {path} has 16-bit colour, which needs OpenCV to read: "
+                           "pip install opencv-python-headless") from None
+    samples = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
+    if samples is None or samples.dtype != np.uint16 or samples.shape[:2] != (image.height, image.width):
+        raise DatasetError(f"cannot read the 16-bit samples of image {path} (mode {image.mode})")
+    if samples.ndim == 2:
+        return np.repeat(samples[..., None], 3, axis=2)
+    if samples.shape[2] < 3:  # grey + alpha
+        return np.repeat(samples[..., :1], 3, axis=2)
+    return np.ascontiguousarray(samples[..., 2::-1])  # BGR(A) → RGB
+
+
+def _png_significant_bits(path: Path) -> int | None:
+    """The significant bits of a PNG's colour samples as its sBIT chunk declares them, or None (no sBIT, not a
+    PNG). Pillow does not read sBIT."""
+    try:
+        with open(path, "rb") as file:
+            if file.read(8) != b"\x89PNG\r\n\x1a\n":
+                return None
+            colours = 3
+            while True:
+                header = file.read(8)
+                if len(header) < 8:
+                    return None
+                length, kind = int.from_bytes(header[:4], "big"), header[4:]
+                if kind in (b"IDAT", b"IEND"):  # sBIT comes before the image data
+                    return None
+                data = file.read(length)
+                file.seek(4, 1)  # CRC
+                if kind == b"IHDR" and len(data) >= 10:
+                    colours = 1 if data[9] in (0, 4) else 3  # grey, grey + alpha
+                elif kind == b"sBIT" and data:
+                    return max(data[:colours])
+    except OSError:
+        return None
 
 
 def read_label_values(path: str | Path) -> np.ndarray:
@@ -173,7 +258,7 @@ def read_label_values(path: str | Path) -> np.ndarray:
     "L" or "RGB" first would turn them into grey levels or colours.
     """
     path = Path(path)
-    image = _open(path, "mask")
+    image, _ = _open(path, "mask")
     if image.mode in ("L", "P"):
         return np.asarray(image, dtype=np.uint8)
     if image.mode == "1":

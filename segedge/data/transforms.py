@@ -45,6 +45,14 @@ def _normalization_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.
     return np.ascontiguousarray((values[None, :] - mean_arr) * inv_std, dtype=np.float32)
 
 
+def to_8bit(samples: np.ndarray, maximum: int) -> np.ndarray:
+    """Integer samples on the range 0..``maximum`` (65535 for 16 bits, 4095 for 12) as uint8, round(v × 255 / maximum)
+    in integers: a 16-bit image becomes v / 257 rounded, where keeping the low byte would clip it at 255 and keeping
+    the high byte would floor it."""
+    wide = samples.astype(np.uint64)
+    return ((wide * 510 + maximum) // (2 * maximum)).astype(np.uint8)
+
+
 def class_map(scores: np.ndarray) -> np.ndarray:
     """uint8 class ids of C×H×W (or N×C×H×W) scores: ``argmax`` over the classes, one comparison pass per class
     instead of numpy's strided reduction over the outermost axis (18.6 -> 14.8 ms for 10×512×1024)."""

@@ -173,3 +173,19 @@ def test_a_video_comes_back_with_the_masks_blended_in(artifacts, tmp_path, capsy
             break
         frames.append(image)
     assert len(frames) == 5 and frames[0].shape == (60, 100, 3)
+
+
+def test_predict_reads_a_16_bit_image_as_its_8_bit_original(artifacts, tmp_path, capsys):
+    """Pillow's I;16 → RGB clips at 255; predict reads depth the way eval and bench do, so masks match."""
+    fixed, _ = artifacts
+    source = tmp_path / "frames"
+    source.mkdir()
+    grey = frame(*SIZE, seed=4).mean(axis=2).astype(np.uint8)
+    Image.fromarray(grey).save(source / "eight.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(source / "sixteen.png")
+    assert Image.open(source / "sixteen.png").mode == "I;16"
+    assert main(["predict", str(fixed.directory), "--source", str(source), "--out", str(tmp_path / "masks"),
+                 "--quiet", "--threads", "1"]) == 0
+    capsys.readouterr()
+    masks = [np.asarray(Image.open(tmp_path / "masks" / f"{name}.png")) for name in ("eight", "sixteen")]
+    np.testing.assert_array_equal(masks[1], masks[0])

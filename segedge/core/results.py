@@ -65,6 +65,11 @@ COLUMNS = {
 RESUME_KEY = ("machine_id", "profile", "model", "precision", "height", "width", "batch")
 STATUS_MARK = {"ok": "✅", "drop": "❎", "uncertain": "❔", "failed": "❌"}
 
+# a row is shown by these; a store whose table lacks one is another program's, a row with one NULL is damaged
+_SHOWN_BY = ("profile", "model", "precision")
+_PYTHON_TYPES = {"TEXT": str, "INTEGER": int, "REAL": (int, float)}
+_TYPE_WORDS = {"TEXT": "text", "INTEGER": "an integer", "REAL": "a number"}
+
 
 class ResultsStore:
     def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
@@ -92,8 +97,9 @@ class ResultsStore:
             raise ArtifactError(f"cannot write the results store {self.path}: the file or its folder is read-only")
         try:
             self.db = sqlite3.connect(self.path)
-            columns = ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items())
-            self.db.execute(f"CREATE TABLE IF NOT EXISTS measurements (id INTEGER PRIMARY KEY, {columns})")
+            if not self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table'").fetchone():  # new or empty
+                columns = ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items())
+                self.db.execute(f"CREATE TABLE measurements (id INTEGER PRIMARY KEY, {columns})")
             self._add_missing_columns()
             self.db.commit()
         except sqlite3.DatabaseError as exc:
@@ -102,8 +108,18 @@ class ResultsStore:
     def _add_missing_columns(self) -> None:
         """Stores written by an older segedge gain the newer columns. Rows from before ``quick`` was stored
         are smoke rows when they ran 3 timed runs or fewer (what --quick does; a profile asks for 10 or more).
-        Read-only, the file stays as it is and :meth:`rows` fills in what ``self.absent`` names."""
+        Read-only, the file stays as it is and :meth:`rows` fills in what ``self.absent`` names. Another program's
+        SQLite file is refused before anything is read from or written to it."""
+        tables = [row[0] for row in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
         have = {row[1] for row in self.db.execute("PRAGMA table_info(measurements)")}
+        lacking = [name for name in _SHOWN_BY if name not in have]
+        if tables and (not have or lacking):
+            self.db.close()
+            what = (f"its measurements table has no {', '.join(lacking)}" if have
+                    else f"it has no measurements table (it holds {', '.join(tables)})")
+            raise ArtifactError(f"results store {self.path} is not a segedge results store: {what}; give --results the "
+                                f"file `segedge bench` wrote")
+        self.has_table = bool(have)  # False: an empty file, read-only (writing creates the table)
         self.absent = [name for name in COLUMNS if name not in have] if self.read_only else []
         for name, kind in COLUMNS.items():
             if name not in have and not self.read_only:
@@ -153,13 +169,26 @@ class ResultsStore:
 
     def rows(self) -> list[dict[str, Any]]:
         try:
-            cur = self.db.execute("SELECT * FROM measurements ORDER BY id")
+            if not self.has_table:
+                return []
+            cur = self.db.execute("SELECT * FROM measurements ORDER BY rowid")  # the order rows were added
             names = [d[0] for d in cur.description]
             rows = [dict(zip(names, values)) for values in cur.fetchall()]
         except sqlite3.DatabaseError as exc:  # a truncated or corrupt page
             raise ArtifactError(f"results store {self.path} is damaged ({exc}); keep a copy and start a new store "
                                 f"with --results, or merge what is readable from a backup") from None
-        for row in rows:  # an older store read without altering it: what the newer columns would hold
+        for number, row in enumerate(rows, 1):
+            lacking = [name for name in _SHOWN_BY if not isinstance(row[name], str)]
+            if lacking:  # a page cut short reads back as a row of NULLs
+                raise ArtifactError(f"results store {self.path} is damaged: row {number} has no {', '.join(lacking)} (a "
+                                    f"copy cut short?); keep a copy and start a new store with --results, or merge what "
+                                    f"is readable from a backup")
+            for name, value in row.items():
+                kind = COLUMNS.get(name)
+                if value is not None and kind and not isinstance(value, _PYTHON_TYPES[kind]):
+                    raise ArtifactError(f"results store {self.path}: row {number}, column {name} holds {value!r}, not "
+                                        f"{_TYPE_WORDS[kind]}; is it a store `segedge bench` wrote?")
+            # an older store read without altering it: what the newer columns would hold
             row.update((name, None) for name in self.absent)
             if "quick" in self.absent:
                 row["quick"] = int(row.get("runs") is not None and row["runs"] <= 3)

@@ -70,7 +70,8 @@ def _cells(row: dict) -> dict[str, str]:
     fmt = lambda v, spec: "" if v is None else format(v, spec)  # noqa: E731
     return {
         "profile": row["profile"], "backend": row.get("backend") or "", "model": row["model"], "precision": row["precision"],
-        "size": f"{row.get('height')}x{row.get('width')}" + (f" ×{row['batch']}" if (row.get("batch") or 1) > 1 else ""),
+        "size": ("" if row.get("height") is None or row.get("width") is None else f"{row['height']}x{row['width']}")
+                + (f" ×{row['batch']}" if (row.get("batch") or 1) > 1 else ""),
         "median_ms": fmt(row.get("median_ms"), ".1f"), "p90_ms": fmt(row.get("p90_ms"), ".1f"),
         "fps": fmt(row.get("fps"), ".2f"),
         "e2e_ms": fmt(row.get("e2e_ms"), ".1f") + (f" @ {row['camera']}" if row.get("e2e_ms") is not None and row.get("camera") else ""),

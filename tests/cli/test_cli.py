@@ -103,3 +103,68 @@ def test_report_reads_a_store_it_may_not_write_and_leaves_it_as_it_was(capsys, t
     assert "| cpu | onnxruntime | unet | int8 | 64x128 | 5.0 |" in out
     assert path.read_bytes() == before and path.stat().st_mtime_ns == mtime
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.sqlite"]
+
+
+def _report_error(capsys, path):
+    """`segedge report` on ``path``: the one-line error it printed; the file's bytes are checked unchanged."""
+    before = path.read_bytes()
+    code, out, err = run(capsys, "report", "--results", str(path))
+    assert code == 1 and out == "", out
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert path.read_bytes() == before
+    return err
+
+
+def _store_of(path, create, *inserts):
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    if create:
+        db.execute(create)
+    for insert in inserts:
+        db.execute(insert)
+    db.commit()
+    db.close()
+    return path
+
+
+@pytest.mark.parametrize("size", [100, 1000, 5000, 6000])
+def test_report_on_a_store_cut_short_is_a_one_line_error(capsys, tmp_path, size):
+    """A copy cut at 5000 bytes used to read back as rows of NULLs and end in `TypeError: sequence item 0`."""
+    from segedge.core.results import ResultsStore
+
+    path = tmp_path / "r.sqlite"
+    with ResultsStore(path) as store:
+        for i in range(5):
+            store.add(dict(machine_id="m1", profile="cpu", backend="onnxruntime", model=f"m{i}", precision="int8", height=64,
+                           width=128, batch=1, status="ok", median_ms=5.0, miou=0.5, miou_drop=0.1, machine={"cpu": "X"}))
+    with open(path, "r+b") as f:
+        f.truncate(size)
+    err = _report_error(capsys, path)
+    assert f"results store {path}" in err
+    if size == 5000:
+        assert "is damaged" in err
+
+
+def test_report_on_a_foreign_schema_says_what_is_missing(capsys, tmp_path):
+    few = _store_of(tmp_path / "few.sqlite", "CREATE TABLE measurements (id INTEGER PRIMARY KEY, model TEXT, miou REAL)",
+                    "INSERT INTO measurements (model, miou) VALUES ('unet', 0.5)")
+    err = _report_error(capsys, few)
+    assert f"results store {few} is not a segedge results store: its measurements table has no profile, precision" in err
+    other = _store_of(tmp_path / "other.sqlite", "CREATE TABLE photos (id INTEGER PRIMARY KEY, name TEXT)")
+    assert f"results store {other} is not a segedge results store: it has no measurements table (it holds photos)" in \
+        _report_error(capsys, other)
+    typed = _store_of(tmp_path / "typed.sqlite", "CREATE TABLE measurements (profile TEXT, model TEXT, precision TEXT, median_ms)",
+                      "INSERT INTO measurements VALUES ('cpu', 'unet', 'int8', 'fast')")
+    assert "column median_ms holds 'fast', not a number" in _report_error(capsys, typed)
+
+
+def test_report_on_a_minimal_or_empty_store(capsys, tmp_path):
+    minimal = _store_of(tmp_path / "min.sqlite", "CREATE TABLE measurements (profile TEXT, model TEXT, precision TEXT, median_ms REAL)",
+                        "INSERT INTO measurements VALUES ('cpu', 'unet', 'int8', 5.0)")
+    code, out, err = run(capsys, "report", "--results", str(minimal))
+    assert code == 0, err
+    assert "| cpu |  | unet | int8 |  | 5.0 |" in out  # no size stored: a blank cell, not NonexNone
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    assert "the results store holds no rows" in _report_error(capsys, empty)

@@ -113,3 +113,16 @@ def test_reading_a_store_in_a_read_only_folder(tmp_path):
             assert len(store.rows()) == 1
     finally:
         path.parent.chmod(0o755)
+
+
+def test_another_programs_database_is_never_written_into(tmp_path):
+    path = tmp_path / "photos.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE photos (id INTEGER PRIMARY KEY, name TEXT)")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    for read_only in (False, True):
+        with pytest.raises(ArtifactError, match="is not a segedge results store: it has no measurements table"):
+            ResultsStore(path, read_only=read_only)
+    assert path.read_bytes() == before

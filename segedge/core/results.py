@@ -206,18 +206,24 @@ class ResultsStore:
         return list(latest.values())
 
     def merge(self, other: str | Path) -> int:
-        """Copy rows from another store (e.g. a Jetson's) that this one lacks; returns how many."""
+        """Copy rows from another store (e.g. a Jetson's) that this one lacks; returns how many. A store with a column
+        this segedge does not know is refused whole, before any row is copied: merging would drop what it holds."""
         other = Path(other)
         if not other.is_file():
             raise ArtifactError(f"results store {other} does not exist")
         with ResultsStore(other, read_only=True) as theirs:
-            mine = {(r["machine_id"], r["created"], r["profile"], r["model"], r["precision"], r["batch"]) for r in self.rows()}
-            added = 0
-            for row in theirs.rows():
-                key = (row["machine_id"], row["created"], row["profile"], row["model"], row["precision"], row["batch"])
-                if key in mine:
-                    continue
-                row.pop("id")
+            rows = theirs.rows()
+        unknown = sorted({name for row in rows for name in row} - set(COLUMNS) - {"id"})
+        if unknown:
+            some = "a column" if len(unknown) == 1 else "columns"
+            raise ArtifactError(f"cannot merge {other}: it has {some} this segedge does not know ({', '.join(unknown)}); "
+                                f"it was written by a newer segedge: upgrade this one to merge it")
+        key = lambda r: tuple(r.get(k) for k in ("machine_id", "created", "profile", "model", "precision", "batch"))  # noqa: E731
+        mine = {key(r) for r in self.rows()}
+        added = 0
+        for row in rows:
+            if key(row) not in mine:
+                row.pop("id", None)
                 self.add(row)
                 added += 1
         return added

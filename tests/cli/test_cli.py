@@ -168,3 +168,23 @@ def test_report_on_a_minimal_or_empty_store(capsys, tmp_path):
     empty = tmp_path / "empty.sqlite"
     empty.touch()
     assert "the results store holds no rows" in _report_error(capsys, empty)
+
+
+def test_report_merge_of_a_store_with_an_unknown_column_is_a_one_line_error(capsys, tmp_path):
+    """A store written by a newer segedge (a column this one does not know) used to end in a ValueError traceback."""
+    import sqlite3
+
+    mine, theirs = older_store(tmp_path / "mine.sqlite"), older_store(tmp_path / "theirs.sqlite")
+    db = sqlite3.connect(theirs)
+    db.execute("ALTER TABLE measurements ADD COLUMN from_the_future TEXT")
+    db.execute("UPDATE measurements SET machine_id = 'jetson', from_the_future = 'x'")
+    db.commit()
+    db.close()
+    before = theirs.read_bytes()
+    code, out, err = run(capsys, "report", "--results", str(mine), "--merge", str(theirs))
+    assert code == 1 and out == ""
+    assert (f"cannot merge {theirs}: it has a column this segedge does not know (from_the_future); it was written by a "
+            "newer segedge: upgrade this one to merge it") in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert theirs.read_bytes() == before
+    assert sqlite3.connect(mine).execute("SELECT COUNT(*) FROM measurements").fetchone() == (1,)  # nothing half merged

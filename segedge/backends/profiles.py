@@ -141,9 +141,12 @@ _TABLES = {"tensorrt": TensorRTSettings, "requires": Requirements}
 def load_profile_file(path: str | Path) -> Profile:
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))  # TOML is UTF-8 whatever the locale
     except OSError as exc:
         raise ProfileError(f"cannot read profile {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"profile {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                           f"save it as UTF-8, as TOML requires") from None
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"profile {path} is not valid TOML: {exc}") from None
     where = f"profile {path.name}"

@@ -116,3 +116,17 @@ def test_camera_size_is_checked(tmp_path):
         load_profile_file(path)
     path.write_text(base + "camera_size = [1080, 1920]\n")
     assert load_profile_file(path).camera_size == (1080, 1920)
+
+
+def test_a_profile_that_is_not_utf8_is_named_in_one_line(tmp_path):
+    """A profile saved as Latin-1 used to end in a UnicodeDecodeError traceback (and read_text used the locale's
+    encoding, where TOML is always UTF-8)."""
+    path = tmp_path / "cafe.toml"
+    path.write_bytes(BASE.replace('"d"', '"caf\xe9 camera"').encode("latin-1"))
+    with pytest.raises(ProfileError) as err:
+        load_profile_file(path)
+    message = str(err.value)
+    assert message.startswith(f"profile {path} is not UTF-8 text") and "save it as UTF-8" in message
+    assert len(message.splitlines()) == 1
+    path.write_text(BASE.replace('"d"', '"café camera"'), encoding="utf-8")
+    assert load_profile_file(path).description == "café camera"

@@ -7,6 +7,7 @@ Profile × precision × size are combined at run time, never encoded in file nam
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -207,8 +208,20 @@ def _validate(p: Profile, where: str) -> None:
     if p.int8_scheme and p.int8_scheme not in INT8_SCHEMES:
         raise ProfileError(f"{where}: int8_scheme must be one of {', '.join(INT8_SCHEMES)} (or left out: the "
                            f"backend's choice for the machine)")
-    if p.threads < 0 or p.min_runs < 1 or p.warmup_runs < 0 or p.min_seconds < 0:
-        raise ProfileError(f"{where}: threads, warmup_runs, min_runs and min_seconds must not be negative")
+    # every number a profile holds, with its least meaningful value: NaN compares false both ways, so a `nan`
+    # tolerance would judge every row and a `nan` min_seconds end no timing loop; each is refused by its key
+    least = {"threads": (p.threads, 0), "warmup_runs": (p.warmup_runs, 0), "min_runs": (p.min_runs, 1),
+             "min_seconds": (p.min_seconds, 0), **{f"tolerance.{k}": (v, 0) for k, v in p.tolerance.items()},
+             "tensorrt.workspace_mb": (p.tensorrt.workspace_mb, 1),
+             "tensorrt.builder_optimization_level": (p.tensorrt.builder_optimization_level, 0)}
+    for key, (value, lowest) in least.items():
+        if not math.isfinite(value):
+            raise ProfileError(f"{where}: {key} must be a finite number, not {value}")
+        if value < lowest:
+            must = "not be negative" if lowest == 0 else f"be at least {lowest}"
+            raise ProfileError(f"{where}: {key} must {must}, not {value}")
+    if p.tensorrt.dla_core < -1:
+        raise ProfileError(f"{where}: tensorrt.dla_core must be -1 (no DLA) or a core number, not {p.tensorrt.dla_core}")
 
 
 NUMBER = (int, float)

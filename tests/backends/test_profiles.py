@@ -130,3 +130,38 @@ def test_a_profile_that_is_not_utf8_is_named_in_one_line(tmp_path):
     assert len(message.splitlines()) == 1
     path.write_text(BASE.replace('"d"', '"café camera"'), encoding="utf-8")
     assert load_profile_file(path).description == "café camera"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (BASE + "[tolerance]\nint8 = nan\n", "profile p.toml: tolerance.int8 must be a finite number, not nan"),
+        (BASE + "[tolerance]\nfp16 = inf\n", "profile p.toml: tolerance.fp16 must be a finite number, not inf"),
+        (BASE + "[tolerance]\nint8 = -0.5\n", "profile p.toml: tolerance.int8 must not be negative, not -0.5"),
+        (BASE + "min_seconds = nan\n", "profile p.toml: min_seconds must be a finite number, not nan"),
+        (BASE + "min_seconds = -inf\n", "profile p.toml: min_seconds must be a finite number, not -inf"),
+        (BASE + "min_seconds = -1.0\n", "profile p.toml: min_seconds must not be negative, not -1.0"),
+        (BASE + "min_runs = 0\n", "profile p.toml: min_runs must be at least 1, not 0"),
+        (BASE + "threads = -1\n", "profile p.toml: threads must not be negative, not -1"),
+        (BASE + "warmup_runs = -2\n", "profile p.toml: warmup_runs must not be negative, not -2"),
+        (BASE + "[tensorrt]\nworkspace_mb = 0\n", "profile p.toml: tensorrt.workspace_mb must be at least 1, not 0"),
+        (BASE + "[tensorrt]\nbuilder_optimization_level = -1\n",
+         "profile p.toml: tensorrt.builder_optimization_level must not be negative, not -1"),
+        (BASE + "[tensorrt]\ndla_core = -2\n", "profile p.toml: tensorrt.dla_core must be -1 (no DLA) or a core number, not -2"),
+    ],
+)
+def test_every_number_that_cannot_be_meant_is_refused_by_key_and_file(tmp_path, text, message):
+    """`tolerance = nan` passed, so every row compared against NaN; a negative tolerance and `min_seconds = nan` passed
+    too; `min_runs = 0` was refused as "must not be negative"."""
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    with pytest.raises(ProfileError) as err:
+        load_profile_file(path)
+    assert str(err.value) == message
+
+
+def test_zero_is_a_tolerance_and_a_minimum_time(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text(BASE + "min_seconds = 0.0\nthreads = 0\nwarmup_runs = 0\n[tolerance]\nint8 = 0.0\n")
+    profile = load_profile_file(path)
+    assert profile.tolerance["int8"] == 0.0 and profile.min_seconds == 0.0

@@ -33,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
                                       summarize_pick, write_overlays)
     from segedge.flows.html_report import write_html
 
+    if args.max_drop is not None and args.budget_ms is None:  # every refusal before any output
+        raise SegedgeError("--max-drop answers together with --budget-ms: give both")
     writable_file(args.plot, "plot")
     writable_file(args.html, "HTML report")
     writable_folder(args.overlays, "overlays")
@@ -49,8 +51,6 @@ def run(args: argparse.Namespace) -> int:
     if not rows:
         raise SegedgeError("the results store holds no rows" + (f" for profile {args.profile}" if args.profile else ""))
     print(render(rows, args.format), end="")
-    if args.max_drop is not None and args.budget_ms is None:
-        raise SegedgeError("--max-drop answers together with --budget-ms: give both")
     if args.budget_ms is not None and args.max_drop is not None:
         print(summarize_pick(pick_fastest_within(rows, args.budget_ms, args.max_drop), rows, args.budget_ms, args.max_drop))
     elif args.budget_ms is not None:

@@ -188,3 +188,11 @@ def test_report_merge_of_a_store_with_an_unknown_column_is_a_one_line_error(caps
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert theirs.read_bytes() == before
     assert sqlite3.connect(mine).execute("SELECT COUNT(*) FROM measurements").fetchone() == (1,)  # nothing half merged
+
+
+def test_report_max_drop_without_budget_is_refused_before_any_output(capsys, tmp_path):
+    """The table used to be printed first, then the error: a script piping stdout got a table and a failure."""
+    path = older_store(tmp_path / "r.sqlite")
+    code, out, err = run(capsys, "report", "--results", str(path), "--max-drop", "1")
+    assert code == 1 and out == ""
+    assert "--max-drop answers together with --budget-ms: give both" in err and len(err.strip().splitlines()) == 1

@@ -48,6 +48,45 @@ def sources(text: str) -> list[Path]:
     return found
 
 
+def outputs(images: list[Path], out: Path, overlay: bool) -> tuple[list[tuple[Path, Path | None]], list[str]]:
+    """(each image's mask path and overlay path or None, notes for the log). A mask is ``<stem>.png``, or
+    ``<file name>.png`` where images share a stem (a.png and a.jpg would otherwise write one file). Refused before
+    anything is written: a mask that would replace an input (--out the --source folder), and two images that would
+    still write one file (x.png from two folders of a glob)."""
+    from collections import Counter
+
+    stems = Counter(p.stem for p in images)
+    inputs = {}
+    for path in images:
+        stat = path.stat()
+        inputs[(stat.st_dev, stat.st_ino)] = path
+    planned: list[tuple[Path, Path | None]] = []
+    writer: dict[Path, Path] = {}
+    for path in images:
+        name = path.stem if stems[path.stem] == 1 else path.name
+        mask, blend = out / f"{name}.png", (out / f"{name}.overlay.png" if overlay else None)
+        for target in (mask, blend) if blend else (mask,):
+            key = target.resolve()
+            if key in writer:
+                raise SegedgeError(f"{writer[key]} and {path} would both be written to {target}; predict them into "
+                                   "different --out folders")
+            writer[key] = path
+            try:
+                stat = target.stat()
+            except OSError:
+                continue
+            if (stat.st_dev, stat.st_ino) in inputs:
+                raise SegedgeError(f"--out {out} holds the images: the mask of {path} would replace the image "
+                                   f"{inputs[(stat.st_dev, stat.st_ino)]}; give --out a folder of its own")
+        planned.append((mask, blend))
+    notes = []
+    for stem in sorted(s for s, n in stems.items() if n > 1):
+        names = sorted(p.name for p in images if p.stem == stem)
+        notes.append(f"{' and '.join(names)} share the name {stem}: their masks are named after the whole file name "
+                     f"({', '.join(f'{n}.png' for n in names)})")
+    return planned, notes
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
@@ -61,19 +100,23 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.source).suffix.lower() in VIDEO_SUFFIXES:
         return _video(args, Path(args.source), out)
     images = sources(args.source)
+    planned, notes = outputs(images, out, args.overlay)
+    for note in notes:
+        log(note)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SegedgeError(f"cannot create --out {out}: {exc.strerror or exc}") from None
     with Predictor(args.artifact, backend=args.backend, precision=args.precision, threads=args.threads) as predictor:
         colours = palette(max(len(predictor.class_names), 2))
-        for path in tqdm(images, desc=f"predict {predictor.precision}", unit="img", disable=args.quiet):
+        for path, (mask_path, overlay_path) in tqdm(list(zip(images, planned)), desc=f"predict {predictor.precision}",
+                                                    unit="img", disable=args.quiet):
             image = read_rgb(path)  # the datasets' reader: 16-bit images scaled by their range, as eval scores them
             mask = predictor(image)
-            _save_mask(mask, colours, predictor.class_names, out / f"{path.stem}.png")
-            if args.overlay:
+            _save_mask(mask, colours, predictor.class_names, mask_path)
+            if overlay_path is not None:
                 blend = (0.5 * image + 0.5 * colours[mask]).astype(np.uint8)
-                Image.fromarray(blend).save(out / f"{path.stem}.overlay.png")
+                Image.fromarray(blend).save(overlay_path)
         log(predictor.timings.describe())
     print(f"{len(images)} masks in {out}")
     return 0
@@ -111,8 +154,10 @@ def _video(args: argparse.Namespace, source: Path, out: Path) -> int:
         raise SegedgeError(f"OpenCV cannot open {source} as a video")
     fps_in = capture.get(cv2.CAP_PROP_FPS) or 25.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    out.mkdir(parents=True, exist_ok=True)
     target = out / f"{source.stem}.masks.avi"
+    if target.exists() and target.samefile(source):
+        raise SegedgeError(f"the video with masks would replace its source {source}; give --out another folder")
+    out.mkdir(parents=True, exist_ok=True)
     frames = 0
     import os
 

@@ -198,6 +198,9 @@ class Predictor:
         image = np.asarray(image)
         if image.dtype != np.uint8:
             raise RunnerInputError(f"expected a uint8 image (H×W×3 RGB, or H×W grey), got {image.dtype}")
+        if image.ndim in (2, 3) and 0 in image.shape[:2]:  # OpenCV's resize would fail on it with a traceback
+            raise RunnerInputError(f"got an empty image ({image.shape[0]}×{image.shape[1]}): a frame needs at least "
+                                   "one pixel; a camera or decoder that gives one has failed")
         if image.ndim == 2:
             return np.repeat(image[..., None], 3, axis=2)
         if image.ndim != 3 or image.shape[2] not in (3, 4):

@@ -189,3 +189,70 @@ def test_predict_reads_a_16_bit_image_as_its_8_bit_original(artifacts, tmp_path,
     capsys.readouterr()
     masks = [np.asarray(Image.open(tmp_path / "masks" / f"{name}.png")) for name in ("eight", "sixteen")]
     np.testing.assert_array_equal(masks[1], masks[0])
+
+
+def test_predict_never_writes_over_an_input(artifacts, tmp_path, capsys):
+    """--out the --source folder: the mask of a.png would have replaced the picture; refused before any write."""
+    fixed, _ = artifacts
+    source = tmp_path / "frames"
+    source.mkdir()
+    Image.fromarray(frame(*SIZE, seed=5)).save(source / "a.png")
+    before = (source / "a.png").read_bytes()
+    code = main(["predict", str(fixed.directory), "--source", str(source), "--out", str(source), "--quiet",
+                 "--threads", "1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "a.png" in err and "--out" in err
+    assert (source / "a.png").read_bytes() == before and sorted(p.name for p in source.iterdir()) == ["a.png"]
+    # a glob of JPEGs into their own folder is fine: no mask is named like an input
+    Image.fromarray(frame(*SIZE, seed=6)).save(source / "b.jpg")
+    assert main(["predict", str(fixed.directory), "--source", str(source / "*.jpg"), "--out", str(source), "--quiet",
+                 "--threads", "1"]) == 0
+    assert (source / "a.png").read_bytes() == before and Image.open(source / "b.png").mode == "P"
+
+
+def test_inputs_that_share_a_name_get_a_mask_each(artifacts, tmp_path, capsys):
+    """a.png and a.jpg in one folder: "2 masks" means two files, each the mask of its own picture."""
+    fixed, _ = artifacts
+    source = tmp_path / "frames"
+    source.mkdir()
+    images = {"a.png": frame(*SIZE, seed=7), "a.jpg": frame(*SIZE, seed=8)[::-1].copy(), "c.png": frame(*SIZE, seed=9)}
+    for name, image in images.items():
+        Image.fromarray(image).save(source / name)
+    out = tmp_path / "masks"
+    assert main(["predict", str(fixed.directory), "--source", str(source), "--out", str(out), "--overlay", "--quiet",
+                 "--threads", "1"]) == 0
+    said = capsys.readouterr()
+    assert "3 masks" in said.out and "a.jpg" in said.err and "a.png" in said.err  # the names are said
+    assert sorted(p.name for p in out.iterdir()) == ["a.jpg.overlay.png", "a.jpg.png", "a.png.overlay.png",
+                                                       "a.png.png", "c.overlay.png", "c.png"]
+    from segedge.data.datasets import read_rgb
+
+    with Predictor(fixed.directory, threads=1) as predictor:
+        for name, mask_name in [("a.png", "a.png.png"), ("a.jpg", "a.jpg.png"), ("c.png", "c.png")]:
+            np.testing.assert_array_equal(np.asarray(Image.open(out / mask_name)), predictor(read_rgb(source / name)))
+
+
+def test_two_inputs_that_would_write_one_file_are_refused_before_any_write(artifacts, tmp_path, capsys):
+    fixed, _ = artifacts
+    for folder in ("d1", "d2"):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(frame(*SIZE)).save(tmp_path / folder / "x.png")
+    out = tmp_path / "masks"
+    code = main(["predict", str(fixed.directory), "--source", str(tmp_path / "d*" / "x.png"), "--out", str(out),
+                 "--quiet", "--threads", "1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1
+    assert str(tmp_path / "d1" / "x.png") in err and str(tmp_path / "d2" / "x.png") in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("shape", [(0, 0, 3), (0, 40, 3), (30, 0), (0, 0)])
+def test_an_empty_frame_is_a_one_line_error(artifacts, shape):
+    from segedge.core.errors import SegedgeError
+
+    fixed, dynamic = artifacts
+    for artifact in (fixed, dynamic):
+        with Predictor(artifact.directory, precision="fp32", threads=1) as predictor:
+            with pytest.raises(SegedgeError) as error:
+                predictor(np.zeros(shape, np.uint8))
+        assert "empty" in str(error.value) and "\n" not in str(error.value)

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if args.budget_ms is not None and args.max_drop is not None:
         print(summarize_pick(pick_fastest_within(rows, args.budget_ms, args.max_drop), rows, args.budget_ms, args.max_drop))
     elif args.budget_ms is not None:
-        print(summarize_budget(pick_under_budget(rows, args.budget_ms), args.budget_ms))
+        print(summarize_budget(pick_under_budget(rows, args.budget_ms), args.budget_ms, rows))
     if args.plot:
         log(f"wrote {pareto_plot(rows, args.plot)}")
     overlays = None

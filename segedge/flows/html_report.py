@@ -191,7 +191,7 @@ def _pick_html(rows: list[dict], budget_ms: float | None, max_drop: float | None
         ask = f"the fastest row under {budget_ms:g} ms whose drop stays within {max_drop:g} points at its 95 % interval's upper end"
     else:
         picks = pick_under_budget(rows, budget_ms)
-        lines = summarize_budget(picks, budget_ms)
+        lines = summarize_budget(picks, budget_ms, rows)
         ask = f"the most accurate row under {budget_ms:g} ms"
     items = "".join(f"<li>{_e(line)}</li>" for line in lines.splitlines())
     section = (f'<section id="pick"><h2>Budget pick</h2><p class="muted">Per profile, {_e(ask)} '

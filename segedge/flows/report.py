@@ -27,10 +27,38 @@ TABLE_COLUMNS = (
 )
 
 
+def _ran(row: dict) -> bool:
+    """A row timed at batch 1: the latency a deployment decision compares (batch rows report throughput)."""
+    return row.get("status") in ("ok", "drop", "uncertain") and row.get("median_ms") is not None and (row.get("batch") or 1) == 1
+
+
 def _runnable(row: dict) -> bool:
-    """A row that ran at batch 1: the latency a deployment decision compares (batch rows report throughput)."""
-    return (row.get("status") in ("ok", "drop", "uncertain") and row.get("median_ms") is not None and row.get("miou") is not None
-            and (row.get("batch") or 1) == 1)
+    """A row timed at batch 1 that has an mIoU to be judged by."""
+    return _ran(row) and row.get("miou") is not None
+
+
+def _unscored(rows: list[dict], profile: str | None = None, budget_ms: float | None = None) -> list[dict]:
+    """Rows that were timed but hold no mIoU (of ``profile``, under ``budget_ms``, when given): evaluation masks that
+    label no pixel give a NaN score, which the store keeps as NULL. They are never picked or plotted, and every
+    answer that leaves them out says so, so a 0.2 ms row is never reported as slow."""
+    return [r for r in rows if _ran(r) and r.get("miou") is None and (profile is None or r.get("profile") == profile)
+            and (budget_ms is None or r["median_ms"] <= budget_ms)]
+
+
+def _count(rows: list[dict]) -> str:
+    return f"{len(rows)} row{'' if len(rows) == 1 else 's'}"
+
+
+def _nothing_scored(blind: list[dict], budget_ms: float) -> str:
+    one = len(blind) == 1
+    return (f"nothing to pick under {budget_ms:g} ms by accuracy: {_count(blind)} {'runs' if one else 'run'} under it (fastest "
+            f"{min(r['median_ms'] for r in blind):.3g} ms) but {'has' if one else 'have'} no mIoU score: the evaluation "
+            f"masks label no pixel (all void?); score on data with labelled pixels")
+
+
+def _left_out(blind: list[dict], budget_ms: float) -> str:
+    has = "has" if len(blind) == 1 else "have"
+    return f" ({_count(blind)} under {budget_ms:g} ms {has} no mIoU score, left out)" if blind else ""
 
 
 def mark_pareto(rows: list[dict]) -> list[dict]:
@@ -78,13 +106,14 @@ def _cells(row: dict) -> dict[str, str]:
         "miou": fmt(None if row.get("miou") is None else 100 * row["miou"], ".2f"),
         "miou_drop": fmt(row.get("miou_drop"), "+.2f") + (
             f" [{row['drop_low']:+.2f}, {row['drop_high']:+.2f}]"
-            if row.get("drop_low") is not None and row.get("drop_high") is not None and row["drop_high"] != float("inf")
-            else ""),
+            if row.get("miou_drop") is not None and _finite(row.get("drop_low")) and _finite(row.get("drop_high")) else ""),
         "eval_images": "" if row.get("eval_images") is None else str(row["eval_images"]),
         "argmax_agreement": fmt(None if row.get("argmax_agreement") is None else 100 * row["argmax_agreement"], ".2f"),
         "peak_rss_mb": fmt(row.get("peak_rss_mb"), ".0f"),
         "status": STATUS_MARK.get(row.get("status"), "?")
-                  + (f" uncertain: {row.get('eval_images')} images" if row.get("status") == "uncertain" else "") + (" smoke (--quick: 3 runs, not figures to quote)" if row.get("quick") else "")
+                  + (f" uncertain: {row.get('eval_images')} images" if row.get("status") == "uncertain" and row.get("miou") is not None else "")
+                  + (" no mIoU score: the evaluation masks label no pixel (all void?)"
+                     if row.get("status") in ("ok", "drop", "uncertain") and row.get("miou") is None else "") + (" smoke (--quick: 3 runs, not figures to quote)" if row.get("quick") else "")
                   + (f" {row['reason']}" if row.get("reason") else "") + (f" ({row['unsaved']})" if row.get("unsaved") else ""),
         "pareto": "★" if row.get("pareto") else "",
         "cpu": f"{machine.get('cpu', '?')} ({machine.get('cores', '?')} cores)",
@@ -172,8 +201,13 @@ def pareto_figure(rows: list[dict]):
     except ImportError:
         raise SegedgeError("plots need matplotlib (a segedge dependency): pip install matplotlib") from None
 
+    blind = _unscored(rows)
     rows = mark_pareto(sorted((r for r in rows if _runnable(r)), key=lambda r: tuple(
         str(r.get(k)) for k in ("profile", "model", "backend", "precision"))))  # the same figure whatever the rows' order
+    if not rows and blind:
+        raise SegedgeError(f"no row has an mIoU score to plot: {_count(blind)} ran (fastest "
+                           f"{min(r['median_ms'] for r in blind):.3g} ms) but the evaluation masks label no pixel (all "
+                           f"void?); score on data with labelled pixels")
     if not rows:
         raise SegedgeError("no successful measurements to plot; run `segedge bench` first")
     fig, ax = plt.subplots(figsize=(9, 5.5))
@@ -221,7 +255,7 @@ def pareto_figure(rows: list[dict]):
     ax.set_ylim(bottom - pad, top + pad)
     data = sorted({str(r.get("data") or "synthetic") for r in rows})
     ax.set_ylabel(f"mIoU drop vs FP32 on {', '.join(data)} val (points)\nlower is better; bars: 95 % interval")
-    ax.set_title("latency vs mIoU drop")
+    ax.set_title("latency vs mIoU drop" + (f" ({_count(blind)} with no mIoU score not shown)" if blind else ""))
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     _place_labels(fig, ax, labels)
@@ -330,14 +364,17 @@ def write_overlays(rows: list[dict], folder: str | Path) -> list[Path]:
     return list(written.values())
 
 
-def summarize_budget(picks: dict[str, Any], budget_ms: float) -> str:
+def summarize_budget(picks: dict[str, Any], budget_ms: float, rows: list[dict] | None = None) -> str:
+    """The pick in words; ``rows`` (those picked from) lets it name the rows under the budget that have no score."""
     lines = []
     for profile, row in sorted(picks.items()):
+        blind = _unscored(rows or [], profile, budget_ms)
         if row is None:
-            lines.append(f"{profile}: nothing measured runs under {budget_ms:g} ms")
+            lines.append(f"{profile}: " + (_nothing_scored(blind, budget_ms) if blind else f"nothing measured runs under {budget_ms:g} ms"))
         else:
+            drop = "" if row.get("miou_drop") is None else f" (drop {row['miou_drop']:+.2f})"
             lines.append(f"{profile}: ship {row['model']} {row['precision']} — {row['median_ms']:.1f} ms, "
-                         f"mIoU {100 * row['miou']:.2f} (drop {row['miou_drop']:+.2f})")
+                         f"mIoU {100 * row['miou']:.2f}{drop}{_left_out(blind, budget_ms)}")
     return "\n".join(lines)
 
 
@@ -363,17 +400,21 @@ def summarize_pick(picks: dict[str, Any], rows: list[dict], budget_ms: float, ma
     """The answer in words; where nothing qualifies, which constraint nothing meets."""
     lines = []
     for profile, row in sorted(picks.items()):
+        blind = _unscored(rows, profile, budget_ms)
         if row is not None:
             high = row.get("drop_high")
             interval = f", 95 % interval up to {high:+.2f}" if high is not None else ""
             lines.append(f"{profile}: ship {row['model']} {row['precision']} ({row.get('backend', '')}) — "
                          f"{row['median_ms']:.1f} ms, mIoU {100 * row['miou']:.2f}, drop {row['miou_drop']:+.2f}{interval} "
-                         f"on {row.get('eval_images')} images")
+                         f"on {row.get('eval_images')} images{_left_out(blind, budget_ms)}")
             continue
         mine = [r for r in rows if r["profile"] == profile and _runnable(r)]
         fast = [r for r in mine if r["median_ms"] <= budget_ms]
         close = [r for r in mine if _worst_drop(r) is not None and _worst_drop(r) <= max_drop]
-        if not fast:
+        if blind and not fast:
+            why = _nothing_scored(blind, budget_ms) + (
+                f"; the fastest row with a score takes {min(r['median_ms'] for r in mine):.1f} ms" if mine else "")
+        elif not fast:
             why = f"nothing runs under {budget_ms:g} ms" + (f" (fastest: {min(r['median_ms'] for r in mine):.1f} ms)" if mine else "")
             if not close:
                 why += f", and nothing is within {max_drop:g} points"
@@ -381,7 +422,7 @@ def summarize_pick(picks: dict[str, Any], rows: list[dict], budget_ms: float, ma
             why = f"nothing is within {max_drop:g} points at its interval's upper end"
         else:
             why = f"nothing is within {max_drop:g} points under {budget_ms:g} ms (each constraint alone is met)"
-        lines.append(f"{profile}: {why}")
+        lines.append(f"{profile}: {why}" + (_left_out(blind, budget_ms) if fast else ""))
     return "\n".join(lines)
 
 

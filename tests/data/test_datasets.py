@@ -12,6 +12,7 @@ from PIL import Image
 
 from segedge.data.datasets import (
     ADE20K,
+    DEFAULT_HOLDOUT,
     ADE20K_CLASS_NAMES,
     CITYSCAPES_CLASS_NAMES,
     CITYSCAPES_TRAIN_IDS,
@@ -196,9 +197,8 @@ def test_folder_with_split_lists(tmp_path: Path) -> None:
     assert train[0][1].ravel()[:4].tolist() == [2, 0, 1, 255]
 
 
-def test_folder_without_lists_gives_all_files_or_a_deterministic_holdout(tmp_path: Path) -> None:
+def test_folder_without_lists_gives_a_deterministic_holdout(tmp_path: Path) -> None:
     root = folder_tree(tmp_path, splits=False)
-    assert len(SegmentationFolder(root, "anything")) == 3
     val = [s.image.stem for s in SegmentationFolder(root, "val", holdout=0.34).samples]
     train = [s.image.stem for s in SegmentationFolder(root, "train", holdout=0.34).samples]
     assert len(val) == 1 and len(train) == 2 and sorted(val + train) == ["a", "b", "c"]
@@ -225,9 +225,10 @@ def test_upscaling_by_two_repeats_each_mask_pixel(tmp_path: Path) -> None:
 
 
 def test_batch_of_different_sizes_asks_for_size(tmp_path: Path) -> None:
-    root = folder_tree(tmp_path, splits=False)
+    root = folder_tree(tmp_path)
     save(root / "images" / "d.png", rgb(4, 10, 10))
     save(root / "masks" / "d.png", np.zeros((10, 10), np.uint8))
+    (root / "splits" / "all.txt").write_text("a\nb\nc\nd\n")
     ds = SegmentationFolder(root, "all")
     with pytest.raises(DatasetError) as error:
         ds.batch(0, 4)
@@ -413,3 +414,29 @@ def test_network_input_and_class_map_equal_the_plain_numpy_they_replace():
     scores[0, 3, 0, 0] = scores[0, 5, 0, 0] = 99.0  # a tie goes to the first class, as argmax's does
     assert np.array_equal(class_map(scores), scores.argmax(1).astype(np.uint8))
     assert class_map(scores[1]).dtype == np.uint8 and class_map(scores)[0, 0, 0] == 3
+
+
+# -- the evaluation images are never the training (calibration) images ---------------------------------------
+
+
+def many_images_folder(root: Path, count: int = 8, stems: list | None = None) -> Path:
+    (root / "classes.txt").parent.mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("background\ncrack\nrust\n")
+    for i, stem in enumerate(stems or [f"img{i}" for i in range(count)]):
+        save(root / "images" / f"{stem}.png", rgb(i))
+        save(root / "masks" / f"{stem}.png", label_mask([2, 0, 1]))
+    return root
+
+
+def test_open_dataset_holds_out_a_quarter_of_a_folder_without_lists_by_default(tmp_path: Path) -> None:
+    """The library call, not only the CLI: train and val of a folder without splits/ never share an image."""
+    root = many_images_folder(tmp_path)
+    train = [s.image.stem for s in open_dataset("folder", root, "train").samples]
+    val = [s.image.stem for s in open_dataset("folder", root, "val").samples]
+    assert len(val) == 2 and len(train) == 6 and not set(train) & set(val)
+    assert sorted(train + val) == [f"img{i}" for i in range(8)]
+    assert val == [s.image.stem for s in SegmentationFolder(root, "val", holdout=DEFAULT_HOLDOUT).samples]
+    assert val == [s.image.stem for s in open_dataset("auto", root, "val").samples]
+    with pytest.raises(DatasetError) as error:
+        open_dataset("folder", root, "test")
+    assert_message(error, "'test'", "train and val", "splits/test.txt")

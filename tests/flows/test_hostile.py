@@ -430,4 +430,4 @@ def test_two_benches_on_one_store_measure_each_row_once_and_never_together(tiny_
     with ResultsStore(tmp_path / "r.sqlite") as store:
         rows = store.rows()
     assert sorted(r["precision"] for r in rows) == ["fp16", "fp32"]  # each measured once, by one of the two
-    assert all(r["status"] in ("ok", "drop") for r in rows)
+    assert all(r["status"] in ("ok", "drop", "uncertain") for r in rows)  # measured, not failed (❔ is legitimate)

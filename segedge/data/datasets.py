@@ -39,6 +39,7 @@ IGNORE_INDEX: int = 255
 
 KINDS: tuple[str, ...] = ("cityscapes", "voc", "ade20k", "camvid", "folder", "synthetic")
 DEFAULT_SYNTHETIC_LENGTH: int = 200
+DEFAULT_HOLDOUT = 0.25  # of a folder without splits/: the evaluation images; the rest train and calibrate
 
 
 class DatasetError(SegedgeError):
@@ -642,9 +643,11 @@ class SegmentationFolder(SegmentationFiles):
     (255 = void) and ``classes.txt`` with one class name per line (line i names id i).
 
     Splits come from ``splits/<split>.txt`` (one stem per line) when that folder exists. Without
-    it every split is all files, unless ``holdout`` is given: then ``val`` is that fraction of the
-    stems and ``train`` the rest, chosen by a hash of each stem, so the choice does not depend on
-    the machine, the listing order or the run, and the two never overlap.
+    it the splits are ``val``, a fraction ``holdout`` of the stems (default :data:`DEFAULT_HOLDOUT`),
+    and ``train``, the rest, chosen by a hash of each stem, so the choice does not depend on the
+    machine, the listing order or the run, and the two never overlap: handing every split all the
+    files would calibrate INT8 on the very images its drop is scored on. ``holdout`` then holds
+    the fraction used (None with lists).
     """
 
     layout = "segmentation folder"
@@ -717,10 +720,11 @@ class SegmentationFolder(SegmentationFiles):
             return stems
         stems = sorted(images)
         if self.holdout is None:
-            return stems
+            self.holdout = DEFAULT_HOLDOUT
         if self.split not in ("train", "val"):
             raise DatasetError(
-                f"with holdout the splits are train and val, got {self.split!r}"
+                f"{self.root} has no splits/ lists, so its splits are train and val (a deterministic "
+                f"{self.holdout:.0%} holdout), not {self.split!r}; write splits/{self.split}.txt to name its images"
             )
         by_hash = sorted(stems, key=lambda s: hashlib.sha256(s.encode()).hexdigest())
         held = min(max(round(len(stems) * self.holdout), 1), max(len(stems) - 1, 0))
@@ -799,18 +803,13 @@ def detect_layout(root: str | Path) -> str:
     )
 
 
-DEFAULT_HOLDOUT = 0.25  # of a folder without splits/: the evaluation images; the rest train and calibrate
-
 
 def train_and_val(kind: str, root: str | Path, size: tuple[int, int] | None = None):
-    """(train, val, holdout) of a real dataset. A ``folder`` without ``splits/`` lists would give the same files
-    for both, so INT8 would be calibrated on the images its drop is scored on: it gets a deterministic holdout
-    instead (``holdout`` is then :data:`DEFAULT_HOLDOUT`, else None)."""
-    key = detect_layout(root) if kind.lower() == "auto" else kind.lower()
-    holdout = DEFAULT_HOLDOUT if key == "folder" and not (Path(root) / "splits").is_dir() else None
-    train = open_dataset(key, root, "train", size, holdout=holdout)
-    val = open_dataset(key, root, "val", size, holdout=holdout)
-    return train, val, holdout
+    """(train, val, holdout) of a real dataset: ``holdout`` is the fraction a ``folder`` without ``splits/`` lists
+    holds out for evaluation (:data:`DEFAULT_HOLDOUT`), else None."""
+    train = open_dataset(kind, root, "train", size)
+    val = open_dataset(kind, root, "val", size)
+    return train, val, getattr(val, "holdout", None)
 
 
 def holdout_note(root: str | Path, holdout: float) -> str:
@@ -830,8 +829,10 @@ def open_dataset(
 ):
     """A dataset of ``kind`` (one of :data:`KINDS`, or ``"auto"`` to :func:`detect_layout`).
 
-    ``holdout`` is for ``folder`` only; ``length`` and ``seed`` for ``synthetic`` only, which
-    ignores ``root`` and renders at ``size`` (default 256x512).
+    ``holdout`` is for ``folder`` only: without ``splits/`` lists its ``val`` is a deterministic
+    :data:`DEFAULT_HOLDOUT` of the images and ``train`` the rest unless another fraction is given, so
+    calibrating on ``train`` never touches the images ``val`` scores. ``length`` and ``seed`` are for
+    ``synthetic`` only, which ignores ``root`` and renders at ``size`` (default 256x512).
     """
     key = kind.lower()
     if key == "auto":

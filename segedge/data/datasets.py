@@ -709,8 +709,9 @@ class SegmentationFolder(SegmentationFiles):
                     f"split {self.split!r} has no list: missing "
                     f"{_relative(split_file, self.root)} (lists there: {_split_lists(splits)})"
                 )
-            stems = [Path(entry).stem if Path(entry).suffix.lower() in _IMAGE_SUFFIXES
-                     else entry for entry in _read_ids(split_file)]
+            stems = _listed_stems(split_file)
+            if self.split in ("train", "val"):
+                _refuse_shared(splits)
             for stem in stems:
                 if stem not in images:
                     raise DatasetError(
@@ -737,6 +738,28 @@ class SegmentationFolder(SegmentationFiles):
         if self.holdout is not None:
             return f"a holdout of {self.holdout} leaves no image for it; add images"
         return "images/ holds no .png, .jpg or .jpeg"
+
+
+def _listed_stems(split_file: Path) -> list[str]:
+    """The stems a split list names (``a`` or ``a.png`` both mean images/a.*)."""
+    return [Path(entry).stem if Path(entry).suffix.lower() in _IMAGE_SUFFIXES else entry
+            for entry in _read_ids(split_file)]
+
+
+def _refuse_shared(splits: Path) -> None:
+    """splits/train.txt and splits/val.txt must not share an image: calibration takes the train split, so INT8
+    would be calibrated on images its drop is scored on, and the interval would not say so."""
+    lists = [splits / "train.txt", splits / "val.txt"]
+    if not all(path.is_file() for path in lists):
+        return
+    train, val = (set(_listed_stems(path)) for path in lists)
+    shared = sorted(train & val)
+    if shared:
+        shown = ", ".join(shared[:5]) + (", ..." if len(shared) > 5 else "")
+        raise DatasetError(
+            f"splits/train.txt and splits/val.txt share {len(shared)} image{'s' if len(shared) > 1 else ''} "
+            f"({shown}) under {splits.parent}: calibration would use evaluation images; keep each image in one list"
+        )
 
 
 def _read_class_names(path: Path, expected: str) -> tuple[str, ...]:

@@ -440,3 +440,16 @@ def test_open_dataset_holds_out_a_quarter_of_a_folder_without_lists_by_default(t
     with pytest.raises(DatasetError) as error:
         open_dataset("folder", root, "test")
     assert_message(error, "'test'", "train and val", "splits/test.txt")
+
+
+def test_split_lists_that_share_images_are_refused_by_name(tmp_path: Path) -> None:
+    """Calibration on splits/train.txt would otherwise use evaluation images silently."""
+    root = many_images_folder(tmp_path, 5)
+    (root / "splits").mkdir()
+    (root / "splits" / "train.txt").write_text("img0\nimg1\nimg2.png\nimg3\n")
+    (root / "splits" / "val.txt").write_text("img2\nimg3\nimg4\n")
+    for split in ("train", "val"):
+        with pytest.raises(DatasetError) as error:
+            open_dataset("folder", root, split)
+        assert_message(error, "splits/train.txt and splits/val.txt share 2 images", "img2, img3")
+        assert "\n" not in str(error.value)

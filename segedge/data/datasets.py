@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import operator
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -727,7 +728,8 @@ class SegmentationFolder(SegmentationFiles):
                 f"{self.root} has no splits/ lists, so its splits are train and val (a deterministic "
                 f"{self.holdout:.0%} holdout), not {self.split!r}; write splits/{self.split}.txt to name its images"
             )
-        by_hash = sorted(stems, key=lambda s: hashlib.sha256(s.encode()).hexdigest())
+        # the name's bytes as the file system holds them: a name that is not UTF-8 (b"caf\xff") has no str.encode()
+        by_hash = sorted(stems, key=lambda s: hashlib.sha256(os.fsencode(s)).hexdigest())
         held = min(max(round(len(stems) * self.holdout), 1), max(len(stems) - 1, 0))
         chosen = set(by_hash[:held]) if self.split == "val" else set(by_hash[held:])
         return [s for s in stems if s in chosen]

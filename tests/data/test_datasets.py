@@ -453,3 +453,22 @@ def test_split_lists_that_share_images_are_refused_by_name(tmp_path: Path) -> No
             open_dataset("folder", root, split)
         assert_message(error, "splits/train.txt and splits/val.txt share 2 images", "img2, img3")
         assert "\n" not in str(error.value)
+
+
+def test_a_file_name_that_is_not_utf8_is_held_out_like_any_other(tmp_path: Path) -> None:
+    import os
+
+    odd = os.fsdecode(b"caf\xff")
+    try:
+        root = many_images_folder(tmp_path, stems=["img0", "img1", "img2", odd])
+    except (OSError, UnicodeError):
+        pytest.skip("this file system refuses a file name that is not UTF-8")
+    from segedge.data.datasets import train_and_val
+
+    train, val, holdout = train_and_val("folder", root)  # what export, bench and train open
+    assert holdout == DEFAULT_HOLDOUT
+    stems = sorted(s.image.stem for s in [*train.samples, *val.samples])
+    assert stems == sorted(["img0", "img1", "img2", odd]) and len(val) == 1
+    for dataset in (train, val):
+        for i in range(len(dataset)):
+            assert dataset[i][0].shape == (H, W, 3)

@@ -128,3 +128,82 @@ def test_cli_and_html_say_the_rows_have_no_score(tmp_path, capsys):
     assert "cpu: nothing to pick under 100 ms by accuracy: 2 rows run under it" in out and "nothing measured" not in out
     page = build_html(rows, budget_ms=100.0)
     assert "nothing to pick under 100 ms by accuracy" in page and "No plot: no row has an mIoU score to plot" in page
+
+
+# the drop's interval on the figure: a plot that lost its bars once went unnoticed ---------------------------------
+
+
+def _interval_rows():
+    """Two rows whose intervals reach well beyond their markers on both sides (so a bar is told from a marker)."""
+    rows = [row("a", "fp32", 20.0, 0.60), row("b", "int8", 60.0, 0.58)]
+    for r, (drop, low, high) in zip(rows, ((0.1, -0.8, 0.9), (1.2, 0.2, 2.4))):
+        r.update(miou_drop=drop, drop_low=low, drop_high=high, tolerance=1.0, eval_images=8)
+    return rows
+
+
+def _vertical_segments(ax):
+    """Every vertical segment drawn on ``ax`` as (x, low, high), from line collections (errorbar's bars) and lines."""
+    from matplotlib.collections import LineCollection
+
+    segments = [seg for c in ax.collections if isinstance(c, LineCollection) for seg in c.get_segments()]
+    segments += [line.get_xydata() for line in ax.lines]
+    return [(float(s[0][0]), float(min(s[0][1], s[-1][1])), float(max(s[0][1], s[-1][1])))
+            for s in segments if len(s) == 2 and s[0][0] == s[-1][0]]
+
+
+def test_the_figure_draws_each_rows_drop_interval():
+    import matplotlib.pyplot as plt
+
+    from segedge.flows.report import pareto_figure
+
+    rows = _interval_rows()
+    fig = pareto_figure([dict(r) for r in rows])
+    try:
+        segments = _vertical_segments(fig.axes[0])
+        for r in rows:
+            assert any(x == pytest.approx(r["median_ms"]) and low == pytest.approx(r["drop_low"])
+                       and high == pytest.approx(r["drop_high"]) for x, low, high in segments), (r["model"], segments)
+    finally:
+        plt.close(fig)
+
+
+def test_the_html_page_shows_each_rows_drop_interval():
+    """The page's table gives both ends, and its embedded plot has a bar in the row's colour from one end to the other:
+    found in the PNG's pixels where the figure's own transform puts the interval's ends."""
+    import base64
+    import io
+
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image
+
+    from segedge.flows.html_report import build_html
+    from segedge.flows.report import pareto_figure
+
+    rows = _interval_rows()
+    page = build_html([dict(r) for r in rows])
+    assert "+0.10 [-0.80, +0.90]" in page and "+1.20 [+0.20, +2.40]" in page
+    src = page.split('id="pareto"', 1)[1].split('src="data:image/png;base64,', 1)[1].split('"', 1)[0]
+    png = np.asarray(Image.open(io.BytesIO(base64.b64decode(src))).convert("RGB")).astype(int)
+    coloured = (png.max(axis=2) - png.min(axis=2)) > 60  # the precisions' colours; text, grid, band and front are grey
+
+    dpi = 110  # what pareto_plot saves at, with bbox_inches="tight" and matplotlib's default 0.1 inch pad
+    fig = pareto_figure([dict(r) for r in rows])
+    try:
+        fig.set_dpi(dpi)
+        fig.canvas.draw()
+        box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(plt.rcParams["savefig.pad_inches"])
+        assert abs(png.shape[1] - box.width * dpi) <= 2 and abs(png.shape[0] - box.height * dpi) <= 2
+        to_pixel = lambda x, y: (fig.axes[0].transData.transform((x, y)) - (box.x0 * dpi, 0)) * (1, -1) + (0, box.y1 * dpi)  # noqa: E731
+        for r in rows:
+            x, top = to_pixel(r["median_ms"], r["drop_high"])
+            _, bottom = to_pixel(r["median_ms"], r["drop_low"])
+            _, centre = to_pixel(r["median_ms"], r["miou_drop"])
+            column = coloured[:, int(round(x)) - 1:int(round(x)) + 2].any(axis=1)
+            near = np.nonzero(column[int(top) - 15:int(bottom) + 16])[0] + int(top) - 15
+            assert column[int(round(centre))] and len(near), r["model"]  # the marker, at least
+            start, end = near.min(), near.max()  # a marker alone spans a dozen pixels; the bar reaches both ends
+            assert abs(start - top) <= 3 and abs(end - bottom) <= 3, (r["model"], (start, end), (top, bottom))
+            assert column[int(top):int(bottom)].mean() > 0.9  # drawn all the way (the zero line and marker edge cross it)
+    finally:
+        plt.close(fig)

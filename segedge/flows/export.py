@@ -27,7 +27,8 @@ from segedge.data.model_io import ModelIO
 from segedge.core.errors import ArtifactError, CalibrationError, InputSizeError, SegedgeError, brief
 from segedge.graph.export import EXPORT_OPSET, onnx_from_torch
 from segedge.graph.fp16 import fp16_from_onnx
-from segedge.graph.int8 import Int8Config, calibrated_graph, calibration_indices, probe_op_set, saturation_note
+from segedge.graph.int8 import (DefaultCount, Int8Config, calibrated_graph, calibration_indices, probe_op_set,
+                                saturation_note)
 from segedge.models.registry import get_spec
 from segedge.backends.onnxruntime import OnnxRuntimeRunner
 from segedge.graph.simplify import simplified_onnx
@@ -271,6 +272,22 @@ def calibration_setup(config: ExportConfig, exported: "ExportResult", log: Log =
                             config.threads or os.cpu_count() or 1)
 
 
+def with_calibration_count(config: ExportConfig, calib_set, log: Log) -> ExportConfig:
+    """``config`` with a calibration count its split can give. The default count (nobody asked for 32) shrinks to a
+    smaller split, said in the log; a count the user gave that the split cannot give is refused."""
+    icfg = config.int8_config
+    if not config.builds("int8") or len(calib_set) >= icfg.calib_images:
+        return config
+    if isinstance(icfg.calib_images, DefaultCount) and len(calib_set) > 0:
+        log(f"calibration uses the {len(calib_set)} images of the calibration split (fewer than the default "
+            f"{icfg.calib_images}; --calib-images asks for a count)")
+        return replace(config, int8_config=replace(icfg, calib_images=len(calib_set)))
+    raise CalibrationError(
+        f"calibration set has {len(calib_set)} images but {icfg.calib_images} were asked for; "
+        f"lower --calib-images to at most {len(calib_set)}"
+    )
+
+
 def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool = False) -> ExportResult:
     """Run the chain for ``config``; returns the artifact directory and its manifest."""
     if config.artifact is not None:
@@ -302,11 +319,7 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
     if config.data != "synthetic" and eval_set.num_classes != source.num_classes:
         raise SegedgeError(f"{source.name} predicts {source.num_classes} classes but {config.data} labels "
                            f"{eval_set.num_classes}; evaluate on data with the model's classes")
-    if config.builds("int8") and len(calib_set) < config.int8_config.calib_images:
-        raise CalibrationError(
-            f"calibration set has {len(calib_set)} images but {config.int8_config.calib_images} were asked for; "
-            f"lower --calib-images to at most {len(calib_set)}"
-        )
+    config = with_calibration_count(config, calib_set, log)
     eval_count = eval_count_for(config, eval_set)
     if eval_count < 1:
         raise SegedgeError(f"{config.data} has no evaluation images")

@@ -158,9 +158,18 @@ def int8_scheme(name: str) -> Int8Scheme:
         ) from None
 
 
+class DefaultCount(int):
+    """A count nobody asked for: where the calibration split holds fewer images, the export calibrates on all of
+    them and says so, where a count the user gave is an error. Survives ``dataclasses.replace`` and ``asdict``, and
+    reads as its number everywhere else."""
+
+
+DEFAULT_CALIB_IMAGES = DefaultCount(32)
+
+
 @dataclass(frozen=True)
 class Int8Config:
-    calib_images: int = 32
+    calib_images: int = DEFAULT_CALIB_IMAGES
     calib_method: str = "minmax"
     # the target's scheme (an Int8Scheme or its name); None: from ``activation``, else x86
     scheme: Int8Scheme | str | None = None

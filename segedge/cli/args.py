@@ -8,6 +8,7 @@ are marked with :func:`device_file` and shipped; flags marked :func:`local_only`
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -70,6 +71,16 @@ def channel_values(text: str) -> tuple[float, ...]:
         values = ()
     if len(values) not in (1, 3):
         raise argparse.ArgumentTypeError(f"{text!r} is not one value (grey, or all channels) or three (R,G,B), on the 0–1 scale")
+    if not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r} holds a value that is not a finite number")
+    return values
+
+
+def std_values(text: str) -> tuple[float, ...]:
+    """--std: like --mean, and every value above 0 (a zero std divides by zero)."""
+    values = channel_values(text)
+    if any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: a std must be above 0 (--std 1 leaves the input as it is)")
     return values
 
 
@@ -77,6 +88,7 @@ def channel_values(text: str) -> tuple[float, ...]:
 _FORMATS = {
     size: lambda v: f"{v[0]}x{v[1]}",
     channel_values: lambda v: ",".join(repr(x) for x in v),
+    std_values: lambda v: ",".join(repr(x) for x in v),
     scale_range: lambda v: ",".join(repr(x) for x in v),
 }
 
@@ -181,7 +193,7 @@ def add_own_model(g) -> None:
     """How to feed and read a model segedge did not define (read from the graph where it can be)."""
     g.add_argument("--mean", type=channel_values, help="own models: input mean per channel on the 0–1 scale, R,G,B or one "
                    "value (default ImageNet's; 0 with --std 1 for a model that takes 0..1)")
-    g.add_argument("--std", type=channel_values, help="own models: input std per channel (default ImageNet's)")
+    g.add_argument("--std", type=std_values, help="own models: input std per channel (default ImageNet's)")
     g.add_argument("--num-classes", type=positive_int, help="own models: the class count, checked against the output")
     device_file(g.add_argument("--classes", help="own models: a text file of class names, one per line"))
     g.add_argument("--layout", choices=("nchw", "nhwc"), help="own ONNX: input (and output) layout, where the graph "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from segedge.cli.args import (DATA_KINDS, add_own_model, add_remote, add_sweep, checkpoint_map, class_names,
@@ -154,6 +155,22 @@ def _own_sources(args: argparse.Namespace):
                 raise SegedgeError(f"{directory / 'manifest.json'} is unreadable ({exc})") from None
         sources.append(BenchSource(name, artifact=directory))
     for source in sources:
+        row_name(source.name)
+        if source.onnx is not None and source.onnx.is_dir():
+            raise SegedgeError(f"--onnx {source.onnx} is a directory; give the .onnx file in it (or --artifact DIR for "
+                               f"a directory `segedge export` wrote)")
         if source.onnx is not None and not source.onnx.is_file():
             raise SegedgeError(f"ONNX file {source.onnx} does not exist")
     return tuple(sources)
+
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
+
+
+def row_name(name: str) -> str:
+    """A row's model name becomes part of file names (overlays, plots) and of the store's keys: checked once, here.
+    Letters, digits, ``_ . + -``, starting with a letter or digit (no ``/``, no ``..``)."""
+    if not NAME.fullmatch(name) or ".." in name:
+        raise SegedgeError(f"model name {name!r} is not a plain name: use letters, digits and _ . + - (at most 100, "
+                           f"starting with a letter or digit), e.g. --onnx mine=path/to/model.onnx")
+    return name

@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"segedge: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # a full disk, a read-only or missing folder: the system's words on one line
-        where = f": {exc.filename}" if exc.filename else ""
+        # a copy that fails names both files, source first; what ran out of room (or was refused) is the destination
+        where = (f": {exc.filename2} (writing it from {exc.filename})" if exc.filename2 else
+                 f": {exc.filename}" if exc.filename else "")
         print(f"segedge: error: {exc.strerror or exc}{where} (finished artifacts and rows are kept; the unfinished "
               f"one was discarded)", file=sys.stderr)
         return 1

@@ -290,3 +290,43 @@ def check_manifest_shape(manifest: Any, where: Path | str) -> None:
             refuse(f"stage {name!r} has sidecars that are not an object")
         for sidecar in sidecars:
             plain_file_name(sidecar, f"manifest {where} stage {name}")
+
+
+_VERIFIED: dict[tuple, str] = {}  # (path, inode, size, mtime, ctime) → sha256: a file is hashed once per process
+
+
+def sha256_cached(path: str | Path) -> str:
+    """sha256 of ``path``, hashed once per process while the file stays the same (inode, size, mtime, ctime)."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise ArtifactError(f"cannot read {path}: {exc.strerror or exc}") from None
+    key = (str(path.resolve()), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    if key not in _VERIFIED:
+        _VERIFIED[key] = sha256_file(path)
+    return _VERIFIED[key]
+
+
+def verified_stage_file(directory: str | Path, stage: str, entry: dict[str, Any]) -> Path:
+    """The stage's file, after checking that it (and its sidecars) still hash as the manifest recorded: a graph
+    copied or linked over ``model.sim.onnx`` would otherwise run under the figures of the one that was checked.
+    Called whenever a stage file is about to run, not only at export."""
+    directory = Path(directory)
+    where = f"{directory / MANIFEST_NAME} stage {stage}"
+    files = {plain_file_name(entry.get("file"), where): entry.get("sha256")}
+    for name, sha in (entry.get("sidecars") or {}).items():
+        files[plain_file_name(name, where)] = sha
+    for name, recorded in files.items():
+        path = directory / name
+        if not path.is_file():
+            raise ArtifactError(f"{path} is missing: the {stage} stage its manifest records is gone; export it again")
+        if not isinstance(recorded, str):
+            raise ArtifactError(f"{where} records no sha256 for {name}: the manifest was edited; delete {directory} "
+                                f"and export again")
+        actual = sha256_cached(path)
+        if actual != recorded:
+            raise ArtifactError(f"{path} is not the {stage} file its manifest checked (sha256 {actual[:12]}…, recorded "
+                                f"{recorded[:12]}…): it was replaced or edited after export, so no figure of that stage "
+                                f"holds for it; nothing was run. Restore it, or delete {directory} and export again")
+    return directory / plain_file_name(entry.get("file"), where)

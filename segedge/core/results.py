@@ -61,6 +61,11 @@ COLUMNS = {
     "quick": "INTEGER",  # 1: a --quick smoke row (3 runs, 4 images): labelled, never reused for a full run
     "artifact": "TEXT",
     "artifact_sha256": "TEXT",
+    # what decides the figures (segedge.flows.bench.row_identity): model file, data bytes, preprocessing, build,
+    # profile content; a row is resumed only under the same identity
+    "identity": "TEXT",
+    "data_fingerprint": "TEXT",  # sha256 (16 hex) of the evaluation files the row was scored on
+    "model_fingerprint": "TEXT",  # sha256 (16 hex) of the model's file or weights and code
 }
 RESUME_KEY = ("machine_id", "profile", "model", "precision", "height", "width", "batch")
 STATUS_MARK = {"ok": "✅", "drop": "❎", "uncertain": "❔", "failed": "❌"}
@@ -154,11 +159,17 @@ class ResultsStore:
         except sqlite3.Error as exc:  # a full disk, a read-only file, a store truncated under us
             raise ArtifactError(f"cannot save to the results store {self.path}: {exc}") from None
 
-    def has_finished(self, quick: bool = False, eval_images: int | None = None, **key: Any) -> bool:
+    def has_finished(self, quick: bool = False, eval_images: int | None = None, identity: str | None = None,
+                     **key: Any) -> bool:
         """Whether a row that ran (ok or over tolerance, not failed) exists for this key, measured the way asked:
-        a full run reuses only full rows; a quick run any; ``eval_images`` must match when given."""
+        a full run reuses only full rows; a quick run any; ``eval_images`` and ``identity`` (what decides the
+        figures: model file, data, preprocessing, profile content) must match when given. A row stored before
+        identities were recorded matches none."""
         where = " AND ".join(f"{k} = ?" for k in RESUME_KEY)
         values = [key[k] for k in RESUME_KEY]
+        if identity is not None:
+            where += " AND identity = ?"
+            values.append(identity)
         where += " AND (quick = 0 OR quick = ?)"
         values.append(int(bool(quick)))
         if eval_images is not None:
@@ -195,11 +206,11 @@ class ResultsStore:
         return rows
 
     def latest_rows(self) -> list[dict[str, Any]]:
-        """The newest row per (machine, profile, model, precision, size, batch); a full measurement is preferred
+        """The newest row per (machine, profile, model, precision, size, batch, data); a full measurement is preferred
         to a newer --quick smoke row of the same key."""
         latest: dict[tuple, dict] = {}
         for row in self.rows():
-            key = tuple(row[k] for k in RESUME_KEY)
+            key = (*(row.get(k) for k in RESUME_KEY), row.get("data"))  # rows on other data are other rows
             kept = latest.get(key)
             if kept is None or not (row.get("quick") and not kept.get("quick") and kept["status"] != "failed"):
                 latest[key] = row

@@ -100,8 +100,23 @@ class ModelIO:
         return 2 if self.output != "scores" else output_channels
 
 
+def check_normalization(mean: Sequence[float], std: Sequence[float], where: str = "") -> None:
+    """Refuse a mean or std that would score garbage in silence: NaN or inf anywhere, a std of zero or below
+    (a division by zero gives inf inputs, then an all-one-class mask). ``where`` names whose values they are."""
+    try:
+        mean, std = [float(v) for v in mean], [float(v) for v in std]
+    except (TypeError, ValueError):
+        raise SegedgeError(f"{where or 'normalisation'}: mean {mean!r} / std {std!r} are not numbers") from None
+    bad = [f"mean {v}" for v in mean if not np.isfinite(v)] + [f"std {v}" for v in std if not np.isfinite(v) or v <= 0]
+    if bad:
+        raise SegedgeError(f"{where + ': ' if where else ''}{', '.join(bad)} cannot normalise an image: the mean must be "
+                           "finite and the std finite and above 0 (0–1 scale; --mean 0 --std 1 for a model that takes 0..1)")
+
+
 def _per_channel(values: Sequence[float], channels: int, what: str) -> tuple[float, ...]:
     values = tuple(float(v) for v in values)
+    if any(not np.isfinite(v) or (what == "std" and v <= 0) for v in values):
+        check_normalization(values if what == "mean" else (), values if what == "std" else ())
     if len(values) == channels:
         return values
     if channels == 1 and len(values) == 3:  # an RGB normalisation for a grey model: its luma

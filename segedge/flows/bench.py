@@ -14,9 +14,11 @@ made elsewhere; data is the built-in scenes or the user's labelled set (``--data
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -30,10 +32,12 @@ from segedge.core.errors import ArtifactError, SegedgeError, brief
 from segedge.core.hardware import Machine
 from segedge.core.results import STATUS_MARK, ResultsStore
 from segedge.data.transforms import class_map
-from segedge.flows.export import ExportConfig, eval_count_for, evaluation_sets, export_model, reference_for, resolve_source
+from segedge.data.fingerprint import data_fingerprint
+from segedge.flows.export import (ExportConfig, data_name, eval_count_for, evaluation_sets, export_model, exported_artifact,
+                                  reference_for, resolve_source)
 from segedge.graph.int8 import Int8Config
 from segedge.models.registry import get_spec
-from segedge.verify.compare import Reference, accuracy_on_active_runner
+from segedge.verify.compare import Reference, accuracy_on_active_runner, require_same_classes
 from segedge.verify.timing import PeakMemory, measure_latency, median_ms
 
 
@@ -112,6 +116,8 @@ def run_sweep(
     references: dict[str, Reference] = {}
     sizes: dict[str, tuple[int, int]] = {}
     counts: dict[str, int] = {}
+    seen: dict[str, dict] = {}  # per model: what its rows are scored on (model file, data, preprocessing)
+    refused: dict[str, str] = {}  # per model: why none of its rows can be measured (its classes, its file)
     rows = []
     with ResultsStore(config.store) as store:
         bar = tqdm(jobs, desc=f"bench {profile.name}", unit="row", disable=not progress)
@@ -119,18 +125,34 @@ def run_sweep(
             bar.set_postfix_str(f"{source.name} {precision}")
             export = export_config_for(profile, source, precision, size, config, threads, scheme)
             if source.name not in sizes:  # an outside ONNX is read (and probed) once per sweep, not per row
-                sizes[source.name] = tuple(export.input_size or _size_of(source, export, profile))
-                counts[source.name] = _expected_eval_count(export, sizes[source.name], log)
+                try:
+                    sizes[source.name] = tuple(export.input_size or _size_of(source, export, profile))
+                    counts[source.name], seen[source.name] = _what_is_scored(export, sizes[source.name])
+                except KeyboardInterrupt:
+                    raise
+                except Exception as exc:  # this model's rows fail with the reason; the sweep goes on
+                    sizes[source.name] = tuple(export.input_size or profile.input_size)
+                    refused[source.name] = _reason(exc)
             height, width = sizes[source.name]
             key = dict(machine_id=machine.machine_id, profile=profile.name, model=source.name,
                        precision=precision, height=height, width=width, batch=batch)
-            how = dict(quick=config.quick, eval_images=counts[source.name])
+            if source.name in refused:  # never resumed, never scored: a failed row that says why
+                row = {**key, "machine": machine.fingerprint(), "backend": backend, "threads": threads,
+                       "quick": int(config.quick), "data": config.data, "status": "failed",
+                       "reason": refused[source.name]}
+                _save(store, row, rows, config, log)
+                continue
+            identity = row_identity(profile, export, precision, seen[source.name], counts[source.name], threads,
+                                    machine)
+            how = dict(quick=config.quick, eval_images=counts[source.name], identity=identity)
             if not config.force and store.has_finished(**key, **how):
-                log(f"{source.name} {precision} batch {batch}: already measured on this machine (resumed; --force to redo)")
+                log(f"{source.name} {precision} batch {batch}: already measured on this machine, same model file, data, "
+                    f"preprocessing and profile (resumed; --force to redo)")
                 continue
             row = {**key, "machine": machine.fingerprint(), "backend": backend, "threads": threads,
                    "tolerance": profile.tolerance[precision], "eval_images": config.eval_images,
-                   "quick": int(config.quick), "data": config.data}
+                   "quick": int(config.quick), "data": config.data, "identity": identity,
+                   "data_fingerprint": seen[source.name]["data"], "model_fingerprint": seen[source.name]["model"]}
             with machine_timing_lock(log):
                 if not config.force and store.has_finished(**key, **how):  # measured while we waited
                     log(f"{source.name} {precision} batch {batch}: measured meanwhile by another segedge process")
@@ -140,20 +162,30 @@ def run_sweep(
                     row["status"] = _status(row, profile.tolerance[precision])
                 except KeyboardInterrupt:
                     raise
-                except SegedgeError as exc:
-                    row.update(status="failed", reason=str(exc))
                 except Exception as exc:  # a bug in one row must not stop the sweep; keep its reason and where
-                    frame = traceback.extract_tb(exc.__traceback__)[-1]
-                    row.update(status="failed", reason=f"{type(exc).__name__}: {brief(exc)} "
-                                                       f"(at {Path(frame.filename).name}:{frame.lineno})")
-            try:
-                store.add(row)
-            except (OSError, ArtifactError) as exc:  # a full disk must not lose the figure nor stop the sweep
-                row["unsaved"] = f"not saved in {config.store}: {exc}"
-                log(f"❌ {source.name} {precision}: the row below could not be saved in {config.store} ({exc}); the sweep goes on")
-            rows.append(row)
-            log(_describe(row))
+                    row.update(status="failed", reason=_reason(exc))
+            _save(store, row, rows, config, log)
     return rows
+
+
+def _reason(exc: Exception) -> str:
+    """A failed row's reason: a user mistake's own words, or a bug's type, message and where it happened."""
+    if isinstance(exc, SegedgeError):
+        return str(exc)
+    frame = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{type(exc).__name__}: {brief(exc)} (at {Path(frame.filename).name}:{frame.lineno})"
+
+
+def _save(store: ResultsStore, row: dict, rows: list, config: BenchConfig, log) -> None:
+    """Commit the row now; a full disk must not lose the figure nor stop the sweep."""
+    try:
+        store.add(row)
+    except (OSError, ArtifactError) as exc:
+        row["unsaved"] = f"not saved in {config.store}: {exc}"
+        log(f"❌ {row['model']} {row['precision']}: the row below could not be saved in {config.store} ({exc}); "
+            f"the sweep goes on")
+    rows.append(row)
+    log(_describe(row))
 
 
 def _size_of(source: BenchSource, export: ExportConfig, profile: Profile) -> tuple[int, int]:
@@ -204,10 +236,39 @@ def export_config_for(profile: Profile, source: BenchSource, precision: str, inp
     )
 
 
-def _expected_eval_count(export: ExportConfig, size: tuple[int, int], log) -> int:
-    """How many evaluation images a row of ``export`` scores: part of what a finished row must match to be reused."""
+def _what_is_scored(export: ExportConfig, size: tuple[int, int]) -> tuple[int, dict]:
+    """(how many evaluation images a row of ``export`` scores, what decides its figures besides the profile: the
+    model's file or weights and code, the evaluation files, the preprocessing). A model whose classes are not the
+    data's is refused here, before any row is resumed or measured."""
+    source = resolve_source(export)
     eval_set, _, _ = evaluation_sets(export.data, size, export.seed, calib_data=export.calib_data)
-    return eval_count_for(export, eval_set)
+    require_same_classes(source.name, source.num_classes, data_name(eval_set), eval_set.num_classes)
+    count = eval_count_for(export, eval_set)
+    model = {"weights": source.weights_id, "code": source.code_id}
+    if export.artifact is not None:  # every stage file as its manifest records it (a re-export changes them)
+        manifest = exported_artifact(replace(export, precisions=())).manifest
+        model["stages"] = {name: stage_digest(entry) for name, entry in sorted(manifest["stages"].items())}
+    fingerprint = {
+        "model": hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()[:16],
+        "data": data_fingerprint(eval_set, count),
+        "preprocessing": {"mean": list(source.spec.mean), "std": list(source.spec.std), "io": source.io.as_dict()},
+    }
+    return count, fingerprint
+
+
+def row_identity(profile: Profile, export: ExportConfig, precision: str, scored: dict, count: int, threads: int,
+                 machine: Machine) -> str:
+    """Everything that decides a row's figures, as one hash: a finished row is resumed only under the same one.
+    The model file (or weights and code), the evaluation data's bytes, the preprocessing, how the artifact is
+    built, the profile's content (not its name: a custom TOML may say ``name = "cpu"``) and the machine."""
+    build = {"precision": precision, "dynamic_batch": export.dynamic_batch, "size": list(export.input_size or ())}
+    if precision == "int8":
+        build.update(int8=export.int8_config.as_dict(), calib_data=export.calib_data)
+    profile_content = {k: v for k, v in asdict(profile).items() if k not in ("path", "description")}
+    identity = {"model": scored["model"], "data": scored["data"], "images": count,
+                "preprocessing": scored["preprocessing"], "build": build, "threads": threads,
+                "profile": profile_content, "machine": machine.machine_id}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _reference(export: ExportConfig, references: dict, threads: int, log) -> Reference:

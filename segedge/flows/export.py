@@ -18,10 +18,13 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from segedge.core.artifacts import DEFAULT_STORE, ArtifactDir, sha256_file, sidecar_names, tool_versions
+from segedge.core.artifacts import (DEFAULT_STORE, ArtifactDir, sha256_file, sidecar_names, tool_versions,
+                                    verified_stage_file)
 from segedge.models.checkpoint import Checkpoint, load_checkpoint
 from segedge.core.precision import PRECISIONS, STAGES, ParityGate, parse_precisions, stage_for
-from segedge.verify.compare import Reference, compare_to_reference, enforce_gate, reference_from_runner
+from segedge.verify.compare import (Reference, compare_to_reference, enforce_gate, reference_from_runner,
+                                    require_same_classes)
+from segedge.data.fingerprint import data_fingerprint
 from segedge.data.synthetic import CLASS_NAMES, SyntheticScenes
 from segedge.data.model_io import ModelIO
 from segedge.core.errors import ArtifactError, CalibrationError, InputSizeError, SegedgeError, brief
@@ -89,7 +92,8 @@ class ExportResult:
     manifest: dict
 
     def file(self, stage: str) -> Path:
-        return self.directory / self.manifest["stages"][stage]["file"]
+        """The stage's file, checked against the sha256 its manifest recorded (a swapped file is refused)."""
+        return verified_stage_file(self.directory, stage, self.manifest["stages"][stage])
 
 
 Log = Callable[[str], None]
@@ -199,8 +203,15 @@ def _real_splits(data: str, size: tuple[int, int], log: Log):
     return train, val, holdout
 
 
+def data_name(dataset) -> str:
+    """How a message names an evaluation set: the built-in scenes, or the layout and root of a real one."""
+    root = getattr(dataset, "root", None)
+    return f"{getattr(dataset, 'layout', 'dataset')} {root}" if root is not None else "the built-in synthetic scenes"
+
+
 def reference_for(source: Source, eval_set, count: int, threads: int) -> Reference:
     """FP32 scores of ``source`` on the first ``count`` evaluation images: what every artifact is compared to."""
+    require_same_classes(source.name, source.num_classes, data_name(eval_set), eval_set.num_classes)
     images, masks = eval_set.batch(0, count)
     inputs = source.io.feed(images, source.spec.mean, source.spec.std)
     return reference_from_runner(source.reference_runner(threads), inputs, masks, source.num_classes, source.io, images)
@@ -316,9 +327,7 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
     if source.num_classes < 2:
         raise SegedgeError(f"{source.name} scores a single class: a metric that cannot fail is not reported; a "
                            f"one-channel model needs --output sigmoid or logit to be scored as two classes")
-    if config.data != "synthetic" and eval_set.num_classes != source.num_classes:
-        raise SegedgeError(f"{source.name} predicts {source.num_classes} classes but {config.data} labels "
-                           f"{eval_set.num_classes}; evaluate on data with the model's classes")
+    require_same_classes(source.name, source.num_classes, config.data, eval_set.num_classes)
     config = with_calibration_count(config, calib_set, log)
     eval_count = eval_count_for(config, eval_set)
     if eval_count < 1:
@@ -336,6 +345,7 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
         "normalization": {"mean": list(spec.mean), "std": list(spec.std)},
         **({"io": source.io.as_dict()} if not source.io.canonical else {}),
         "eval": {"data": config.data, "split": "val", "images": eval_count, "seed": config.seed,
+                 "fingerprint": data_fingerprint(eval_set, eval_count),  # the files' bytes: swapped data, new key
                  **({"holdout": holdout} if holdout is not None else {})},
     }
     art = ArtifactDir.for_config(config.store, source.name, base_config)
@@ -389,7 +399,8 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
                     "parity": report.as_dict(),
                     "gate": asdict(gate),
                 }
-                enforce_gate(stage, report, gate, hint=info.get("saturation_note", ""))
+                enforce_gate(stage, report, gate, hint=info.get("saturation_note", ""),
+                             against="torch FP32" if source.module is not None else "the given FP32 ONNX")
                 entry["sha256"] = sha256_file(candidate)
                 # an IR's weights file: hashed with it, and in place before the .xml that reads it
                 sidecars = list(zip(sidecar_names(candidate.name), sidecar_names(final.name)))

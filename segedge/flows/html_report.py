@@ -70,6 +70,7 @@ COLUMNS: tuple[Column, ...] = (
      lambda r: _number(None if r.get("miou") is None else 100 * r["miou"], ".2f")),
     ("drop [95 % interval]", "num", lambda r: r.get("miou_drop"), _drop_text),
     ("images", "num", lambda r: r.get("eval_images"), lambda r: _number(r.get("eval_images"), "d")),
+    ("scored on", "text", lambda r: _cells(r)["data"], lambda r: _cells(r)["data"]),
     ("status", "text", lambda r: r.get("status"), lambda r: _status(r)),
     ("Pareto", "text", lambda r: "★" if r.get("pareto") else None, lambda r: "★" if r.get("pareto") else ""),
     ("machine", "text", lambda r: _cells(r)["cpu"], lambda r: _cells(r)["cpu"]),

@@ -22,7 +22,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from segedge.backends.base import default_threads
-from segedge.core.artifacts import check_manifest_shape
+from segedge.core.artifacts import check_manifest_shape, verified_stage_file
 from segedge.core.errors import ArtifactError, RunnerInputError, SegedgeError
 from segedge.core.precision import INT8_STAGES, PRECISIONS, get_precision
 from segedge.data.model_io import ModelIO, resize_scores
@@ -116,10 +116,14 @@ class Predictor:
             self.precision = next(p for p in PREFERRED if _stage(p, stages, self.backend) in stages or p == "fp32")
         stage = stage if path.is_file() else _stage(self.precision, stages, self.backend)
         if stage not in stages:
-            have = [p.name for p in PRECISIONS.values() if _stage(p.name, stages, self.backend) in stages]
+            from segedge.backends.registry import get_backend
+
+            runs = get_backend(self.backend)
+            have = [p.name for p in PRECISIONS.values() if _stage(p.name, stages, self.backend) in stages
+                    and not runs.refuses(p.name, self.profile, None)]  # only what this backend would run
             raise ArtifactError(f"{directory} has no {self.precision} artifact (it has {', '.join(have)}); export it "
                                 f"with --{self.precision}")
-        self.file = directory / stages[stage]["file"]
+        self.file = verified_stage_file(directory, stage, stages[stage])  # a swapped file is refused, never run
         self.manifest = manifest
         self.io = ModelIO.from_dict(manifest.get("io"))
         norm = manifest.get("normalization", {})

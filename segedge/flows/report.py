@@ -22,7 +22,7 @@ from segedge.core.results import STATUS_MARK
 TABLE_COLUMNS = (
     ("profile", "profile"), ("backend", "backend"), ("model", "model"), ("precision", "precision"), ("size", "size"),
     ("median_ms", "median ms"), ("p90_ms", "p90 ms"), ("fps", "FPS"), ("e2e_ms", "end to end ms @ camera"), ("miou", "mIoU"),
-    ("miou_drop", "drop [95 % interval]"), ("eval_images", "images"), ("argmax_agreement", "agree %"), ("peak_rss_mb", "peak MB"), ("status", "status"),
+    ("miou_drop", "drop [95 % interval]"), ("eval_images", "images"), ("data", "scored on"), ("argmax_agreement", "agree %"), ("peak_rss_mb", "peak MB"), ("status", "status"),
     ("pareto", "Pareto"), ("cpu", "machine"),
 )
 
@@ -108,6 +108,8 @@ def _cells(row: dict) -> dict[str, str]:
             f" [{row['drop_low']:+.2f}, {row['drop_high']:+.2f}]"
             if row.get("miou_drop") is not None and _finite(row.get("drop_low")) and _finite(row.get("drop_high")) else ""),
         "eval_images": "" if row.get("eval_images") is None else str(row["eval_images"]),
+        # the data and, where recorded, its files' fingerprint: two rows on one path but other files differ here
+        "data": (row.get("data") or "") + (f" #{row['data_fingerprint'][:8]}" if row.get("data_fingerprint") else ""),
         "argmax_agreement": fmt(None if row.get("argmax_agreement") is None else 100 * row["argmax_agreement"], ".2f"),
         "peak_rss_mb": fmt(row.get("peak_rss_mb"), ".0f"),
         "status": STATUS_MARK.get(row.get("status"), "?")

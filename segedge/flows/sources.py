@@ -182,8 +182,13 @@ def onnx_source(path: Path, input_size: tuple[int, int] | None, mean, std, num_c
     import onnx
 
     path = Path(path)
+    if path.is_dir():
+        raise ArtifactError(f"{path} is a directory; give the .onnx file in it (or --artifact DIR for a directory "
+                            f"`segedge export` wrote)")
     if not path.is_file():
         raise ArtifactError(f"ONNX file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise ArtifactError(f"ONNX file {path} is empty (0 bytes): an export or a copy that did not finish")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:

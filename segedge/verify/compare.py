@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from segedge.core.errors import ParityError
+from segedge.core.errors import ParityError, SegedgeError
 from segedge.core.precision import ParityGate
 from segedge.data.model_io import ModelIO
 from segedge.verify.interval import DropInterval, paired_bootstrap_drop, per_image_matrix
@@ -65,12 +65,34 @@ class Reference:
                          for m, p in zip(self.masks, predictions)])
 
 
+def require_same_classes(model: str, model_classes: int, data: str, data_classes: int) -> None:
+    """The one class check of every command that scores a model on labels: a 4-class model on the 10-class
+    built-in scenes is refused by name, never scored (its mIoU would mean nothing)."""
+    if int(model_classes) != int(data_classes):
+        raise SegedgeError(f"{model} predicts {model_classes} classes but {data} has {data_classes}; score it on "
+                           f"data labelled with the model's classes (--data KIND:ROOT)")
+
+
+def require_finite(scores: np.ndarray, what: str, images: int) -> None:
+    """NaN or inf scores (a NaN weight, an overflowing FP16 layer) make every comparison false, so max-diff and
+    argmax figures would look perfect: refuse them by name instead."""
+    if not np.isfinite(scores).all():
+        bad = int((~np.isfinite(scores.reshape(len(scores), -1))).any(axis=1).sum())
+        raise ParityError(f"{what} returns NaN or inf scores on {bad} of {images} images; nothing is scored on "
+                          f"non-finite outputs (a NaN weight, or a layer overflowing its precision)")
+
+
 def reference_from_runner(runner: Runner, inputs: np.ndarray, masks: np.ndarray, num_classes: int,
-                          io: ModelIO | None = None, images: np.ndarray | None = None) -> Reference:
+                          io: ModelIO | None = None, images: np.ndarray | None = None,
+                          ignore_index: int = 255) -> Reference:
     io = io or ModelIO()
     size = tuple(masks.shape[1:3])
+    if len(masks) and not ((masks != ignore_index) & (masks < num_classes)).any():
+        raise SegedgeError(f"the {len(masks)} evaluation masks hold no labelled pixel (every pixel is void or outside "
+                           f"the {num_classes} classes): no mIoU can be scored; check the masks' encoding")
     with runner:
         logits = np.concatenate([io.scores(runner.infer(inputs[i : i + 1]), size) for i in range(len(inputs))])
+    require_finite(logits, f"the FP32 reference ({runner.backend})", len(inputs))
     return Reference(inputs, masks, logits.astype(np.float32), num_classes, io=io, images=images)
 
 
@@ -96,6 +118,8 @@ def accuracy_on_active_runner(runner: Runner, reference: Reference, batch: int =
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - real, axis=0)])
         got = io.scores(runner.infer(chunk), size)[:real]
         want = reference.logits[start : start + real]
+        require_finite(got, f"the artifact on {getattr(runner, 'backend', 'its runner')}", count)
+        require_finite(want, "the FP32 reference", count)
         if got.shape != want.shape:
             raise ParityError(f"artifact returns scores shaped {got.shape}, the reference {want.shape}")
         diff = np.abs(got - want)
@@ -124,11 +148,14 @@ def compare_to_reference(runner: Runner, reference: Reference) -> ParityReport:
         return accuracy_on_active_runner(runner, reference).report
 
 
-def enforce_gate(stage: str, report: ParityReport, gate: ParityGate, hint: str = "") -> None:
+def enforce_gate(stage: str, report: ParityReport, gate: ParityGate, hint: str = "",
+                 against: str = "torch FP32") -> None:
     """Raise :class:`ParityError` when ``report`` fails ``gate``; the caller then keeps no artifact. ``hint``: a
-    likely cause the build noticed, said after the figures."""
+    likely cause the build noticed, said after the figures; ``against``: what the reference is (torch FP32, or
+    the user's own FP32 ONNX)."""
     problems = []
-    if not np.isfinite(report.max_abs_diff):
+    if not (np.isfinite(report.max_abs_diff) and np.isfinite(report.mean_abs_diff) and np.isfinite(report.miou)
+            and np.isfinite(report.reference_miou)):
         problems.append("the artifact returns non-finite logits")
     if report.argmax_agreement < gate.min_argmax_agreement:
         problems.append(
@@ -139,7 +166,7 @@ def enforce_gate(stage: str, report: ParityReport, gate: ParityGate, hint: str =
         problems.append(f"mIoU drop {report.miou_drop:.2f} points exceeds the gate's {gate.max_miou_drop:.2f}")
     if problems:
         raise ParityError(
-            f"{stage} artifact fails the parity gate against torch FP32 on {report.images} images: "
+            f"{stage} artifact fails the parity gate against {against} on {report.images} images: "
             + "; ".join(problems)
             + f" (max abs logit diff {report.max_abs_diff:.3g}); no {stage} artifact was kept"
             + (f". Likely why: {hint}" if hint else "")

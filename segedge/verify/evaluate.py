@@ -11,6 +11,7 @@ import numpy as np
 
 from segedge.data.model_io import ModelIO
 from segedge.core.errors import SegedgeError
+from segedge.verify.compare import require_finite, require_same_classes
 from segedge.core.metrics import ConfusionMatrix, SegmentationScores
 from segedge.backends.base import Runner
 
@@ -49,8 +50,8 @@ def evaluate_runner(runner: Runner, dataset, count: int, mean, std, num_classes:
         for i in tqdm(range(count), desc="evaluate" if crf is None else "evaluate + CRF", unit="img", disable=not progress):
             image, mask = dataset[i]
             logits = io.scores(runner.infer(io.feed(image, mean, std)), mask.shape[:2])
-            if logits.shape[1] != num_classes:
-                raise SegedgeError(f"the model outputs {logits.shape[1]} classes, the dataset labels {num_classes}")
+            require_same_classes("the model", logits.shape[1], "the dataset", num_classes)
+            require_finite(logits, "the model", count)
             if crf is None:
                 cm.update(mask[None], logits.argmax(1))
             else:

@@ -49,7 +49,7 @@ import torch
 class Net(torch.nn.Module):
     def __init__(self):
         super().__init__()
-        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.conv = torch.nn.Conv2d(3, 10, 3, padding=1)  # the built-in scenes label 10 classes
 
     def forward(self, x):
         return {sign}self.conv(x)

@@ -120,13 +120,13 @@ def test_table_holds_every_row_with_the_asked_columns(tmp_path):
     assert sorted(r[2] for r in page.body_rows) == ["alpha", "alpha", "beta", "delta", "gamma"]
     text = build_html(rows())
     for title in ("profile", "backend", "model", "precision", "size", "median ms", "p90 ms", "p99 ms", "FPS", "mIoU",
-                  "drop [95 % interval]", "images", "status"):
+                  "drop [95 % interval]", "images", "scored on", "status"):
         assert f'<button type="button">{title}</button>' in text
     int8 = next(r for r in page.body_rows if r[2] == "alpha" and r[3] == "int8")
     assert int8[:5] == ["cpu", "onnxruntime", "alpha", "int8", "64x128"]
-    assert "+0.40 [+0.10, +0.80]" in int8 and "✅" in int8[12]
+    assert "+0.40 [+0.10, +0.80]" in int8 and "✅" in int8[13]
     failed = next(r for r in page.body_rows if r[2] == "delta")
-    assert "❌" in failed[12] and "onnxruntime refused the graph" in failed[12]
+    assert "❌" in failed[13] and "onnxruntime refused the graph" in failed[13]
 
 
 def test_machine_and_tool_versions_are_named():

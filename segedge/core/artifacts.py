@@ -290,6 +290,24 @@ def check_manifest_shape(manifest: Any, where: Path | str) -> None:
             refuse(f"stage {name!r} has sidecars that are not an object")
         for sidecar in sidecars:
             plain_file_name(sidecar, f"manifest {where} stage {name}")
+    config = manifest.get("config", {})
+    if not isinstance(config, dict):
+        refuse("'config' is not an object")
+    size = config.get("input_size")
+    if size is not None and not (isinstance(size, list) and len(size) == 2
+                                 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+        refuse(f"config input_size is {size!r}, not [height, width] in pixels")
+    io = manifest.get("io")
+    if io is not None and not isinstance(io, dict):
+        refuse(f"'io' is {io!r}, not an object")
+    norm = manifest.get("normalization", {})
+    if not isinstance(norm, dict):
+        refuse("'normalization' is not an object")
+    for key in ("mean", "std"):
+        values = norm.get(key, [])
+        if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                   for v in values):
+            refuse(f"normalization {key} is {values!r}, not a list of numbers")
 
 
 _VERIFIED: dict[tuple, str] = {}  # (path, inode, size, mtime, ctime) → sha256: a file is hashed once per process

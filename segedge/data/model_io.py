@@ -51,8 +51,18 @@ class ModelIO:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict | None) -> "ModelIO":
-        return cls(**data) if data else cls()
+    def from_dict(cls, data: dict | None, where: str = "the manifest") -> "ModelIO":
+        """A manifest's ``io`` record; unknown keys or values are refused by name (the manifest was edited)."""
+        if not data:
+            return cls()
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise SegedgeError(f"{where} io has unknown key(s) {', '.join(map(repr, unknown))} (known: "
+                               f"{', '.join(cls.__dataclass_fields__)}); the manifest was edited: export again")
+        try:
+            return cls(**data)
+        except SegedgeError as exc:
+            raise SegedgeError(f"{where} io: {exc}") from None
 
     def describe(self) -> str:
         parts = [f"{self.input_layout} {'grey' if self.channels == 1 else 'RGB'} in",

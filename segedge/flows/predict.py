@@ -125,7 +125,7 @@ class Predictor:
                                 f"with --{self.precision}")
         self.file = verified_stage_file(directory, stage, stages[stage])  # a swapped file is refused, never run
         self.manifest = manifest
-        self.io = ModelIO.from_dict(manifest.get("io"))
+        self.io = ModelIO.from_dict(manifest.get("io"), f"manifest {manifest_path}")
         norm = manifest.get("normalization", {})
         self.mean, self.std = tuple(norm.get("mean", ())), tuple(norm.get("std", ()))
         config = manifest.get("config", {})

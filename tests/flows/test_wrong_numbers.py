@@ -351,3 +351,27 @@ def test_predict_lists_only_the_precisions_its_backend_runs(exported, tmp_path, 
     code = main(["predict", str(exported), "--precision", "int8", "--source", str(image), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 1 and "has no int8 artifact" in err and "bf16" not in err
+
+
+# 7. tampered manifests ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("edit, what", [
+    (lambda m: m["io"].update(colour="yes"), "colour"),
+    (lambda m: m["config"].update(input_size=[0, 0]), "input_size"),
+    (lambda m: m["config"].update(input_size="32x32"), "input_size"),
+    (lambda m: m.update(io="NCHW"), "io"),
+    (lambda m: m["normalization"].update(mean=["a"]), "normalization"),
+])
+def test_a_tampered_manifest_is_one_line_in_predict_and_bench(exported, tmp_path, edit, what, capsys):
+    manifest = json.loads((exported / "manifest.json").read_text())
+    edit(manifest)
+    (exported / "manifest.json").write_text(json.dumps(manifest))
+    image = tmp_path / "frame.png"
+    Image.fromarray(np.zeros((SIZE, SIZE, 3), np.uint8)).save(image)
+    assert main(["predict", str(exported), "--source", str(image), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and what in err and "manifest" in err
+    code = bench(tmp_path, "--artifact", f"m={exported}", "--data", f"folder:{tmp_path / 'data'}")
+    out, err = capsys.readouterr()
+    assert code == 1 and "Traceback" not in err and what in out + err
+    assert all(r["status"] == "failed" for r in rows(tmp_path)) if (tmp_path / "results.sqlite").exists() else True

@@ -103,7 +103,7 @@ def _figures(store_path: Path, profile: str, machine_id: str) -> None:
     from segedge.flows.html_report import write_html
     from segedge.flows.report import pareto_plot, write_overlays
 
-    with ResultsStore(store_path) as store:
+    with ResultsStore(store_path, read_only=True) as store:  # reading: the figures never write the store
         rows = [r for r in store.latest_rows() if r["profile"] == profile and r["machine_id"] == machine_id]
     if not any(r["status"] != "failed" for r in rows):
         return

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from segedge.core.artifacts import current_umask
 from segedge.core.errors import SegedgeError
 
 DEFAULT_DEVICE_DIR = "~/.cache/segedge/fleet"
@@ -120,6 +121,7 @@ def _content_addressed(folder: Path, name: str, data: bytes) -> Path:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        os.chmod(tmp, 0o666 & ~current_umask())  # the user's umask, not mkstemp's 0600
         os.replace(tmp, path)
     return path
 

@@ -450,7 +450,7 @@ def _rows_of(store: Path, profile: str, models, precisions, size) -> list[dict]:
 
     if not store.is_file():
         return []
-    with ResultsStore(store) as local:
+    with ResultsStore(store, read_only=True) as local:
         return [r for r in local.latest_rows() if r["profile"] == profile and r["model"] in models
                 and r["precision"] in precisions and (r["height"], r["width"]) == tuple(size)]
 

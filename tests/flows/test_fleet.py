@@ -35,6 +35,19 @@ def test_without_ray_the_error_says_what_to_install(monkeypatch, capsys):
     assert "pip install 'segedge[fleet]'" in err
 
 
+def test_files_a_job_brings_follow_the_umask(tmp_path):
+    import os
+
+    from segedge.flows.fleet import _content_addressed
+
+    old = os.umask(0o022)
+    try:
+        path = _content_addressed(tmp_path, "model.onnx", b"graph")
+    finally:
+        os.umask(old)
+    assert path.read_bytes() == b"graph" and path.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     import os

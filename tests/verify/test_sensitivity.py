@@ -259,3 +259,51 @@ def test_fused_gemm_nodes_keep_their_module(tmp_path):
     assert not all(name in torch_scopes(exported) for name in layers)  # what the fusion loses by name alone
     scopes = torch_scopes(exported, simple)
     assert sorted(scopes[name] for name in layers) == ["block.0", "block.2", "embed", "head"]
+
+
+# the budget holds the interval's upper end, not the point estimate ------------------------------------------
+
+def _straddling(fits_when_float: bool):
+    """An accuracy stand-in: every candidate drops 0.2 points, but its 95 % interval reaches 0.9 (the float graph's
+    only 0.3 when ``fits_when_float``); which candidate it is comes from the ONNX file the runner loaded."""
+    import onnx
+
+    from segedge.verify.compare import ParityReport, RunnerAccuracy
+    from segedge.verify.interval import DropInterval
+
+    def accuracy(runner, reference, batch=1):
+        ops = {node.op_type for node in onnx.load(str(runner.model_path)).graph.node}
+        quantized = bool(ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger"})
+        high = 0.3 if fits_when_float and not quantized else 0.9
+        report = ParityReport(images=len(reference.inputs), max_abs_diff=0.1, mean_abs_diff=0.01,
+                              argmax_agreement=0.99, miou=0.5, reference_miou=0.502)
+        return RunnerAccuracy(report, DropInterval(report.miou_drop, -0.5, high, len(reference.inputs), 1000))
+
+    return accuracy
+
+
+def test_a_point_estimate_within_the_budget_does_not_meet_it_while_the_interval_does_not(setup, tmp_path, monkeypatch):
+    import segedge.verify.compare as compare
+
+    graph, reference, _ = setup
+    monkeypatch.setattr(compare, "accuracy_on_active_runner", _straddling(fits_when_float=False))
+    result = mixed_precision_search(graph, reference, tmp_path / "m.onnx", max_drop=0.5, threads=2, latency_rounds=2,
+                                    order="output-first")
+    assert result.full_int8.miou_drop == pytest.approx(0.2)  # the point is within 0.5 ...
+    assert not result.met  # ... but no candidate's interval is, so the budget is not met
+    assert result.steps and not any(s.meets_budget for s in result.steps)
+    assert all(s.drop_high == 0.9 and s.miou_drop == pytest.approx(0.2) for s in result.steps)
+    assert result.steps[-1].float_layers == result.quantizable_layers  # it searched to the end
+    assert "NOT met even with every layer float" in result.message
+
+
+def test_the_search_goes_on_until_a_candidates_whole_interval_fits(setup, tmp_path, monkeypatch):
+    import segedge.verify.compare as compare
+
+    graph, reference, _ = setup
+    monkeypatch.setattr(compare, "accuracy_on_active_runner", _straddling(fits_when_float=True))
+    result = mixed_precision_search(graph, reference, tmp_path / "m.onnx", max_drop=0.5, threads=2, latency_rounds=2,
+                                    order="output-first")
+    assert result.met and len(result.kept_float) == result.quantizable_layers  # only the float graph's interval fits
+    assert [s.float_layers for s in result.steps if s.meets_budget] == [result.quantizable_layers]
+    assert result.message.startswith(f"budget met with {result.quantizable_layers} of {result.quantizable_layers}")

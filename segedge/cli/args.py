@@ -202,6 +202,8 @@ def add_own_model(g) -> None:
                    "channel: a sigmoid probability or a raw logit, scored as two classes (default: read from the graph)")
     g.add_argument("--threshold", type=probability, default=0.5, help="one-channel outputs: foreground above this "
                    "probability (default 0.5)")
+    g.add_argument("--output-key", help="own torch models returning a mapping: the key of the class scores (default: "
+                   "'out', else the only tensor; 'aux' is never used)")
 
 
 def add_data(p: argparse.ArgumentParser) -> None:

@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         quantize_classifier=args.quantize_classifier,
         mean=args.mean, std=args.std, num_classes=args.num_classes, class_names=class_names(args.classes),
         layout=args.layout.upper() if args.layout else None, output=args.output, threshold=args.threshold,
+        output_key=args.output_key,
     )
     log(f"profile {profile.name} on {machine.describe()} with {backend}")
     rows = run_sweep(profile, backend, machine, config, log=log, progress=not args.quiet)

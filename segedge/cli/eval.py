@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
         source = resolve_source(ExportConfig(model=args.model, checkpoint=Path(args.checkpoint) if args.checkpoint else None,
                                              input_size=size, mean=mean, std=std, num_classes=args.num_classes,
-                                             class_names=names), log=log, progress=not args.quiet)
+                                             class_names=names, output_key=getattr(args, "output_key", None)),
+                                 log=log, progress=not args.quiet)
         runner = source.reference_runner(args.threads or os.cpu_count() or 1)
         io = source.io
         mean, std = source.spec.mean, source.spec.std

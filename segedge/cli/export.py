@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         layout=args.layout.upper() if args.layout else None,
         output=args.output,
         threshold=args.threshold,
+        output_key=args.output_key,
         calib_data=args.calib_data,
         checkpoint=Path(args.checkpoint) if args.checkpoint else None,
         untrained=args.untrained,

@@ -123,6 +123,17 @@ def check_normalization(mean: Sequence[float], std: Sequence[float], where: str 
                            "finite and the std finite and above 0 (0–1 scale; --mean 0 --std 1 for a model that takes 0..1)")
 
 
+def output_fits(output: tuple, size: tuple) -> bool:
+    """An output at the input's H×W, or at one integer fraction of both (a stride-2/4/8 head, resized to the labels
+    before scoring): the one rule for torch modules, their exports and ONNX files made elsewhere."""
+    output, size = tuple(output), tuple(size)
+    if output == size:
+        return True
+    return (len(output) == len(size) == 2
+            and all(isinstance(o, int) and 0 < o < s and s % o == 0 for o, s in zip(output, size))
+            and size[0] // output[0] == size[1] // output[1])
+
+
 def _per_channel(values: Sequence[float], channels: int, what: str) -> tuple[float, ...]:
     values = tuple(float(v) for v in values)
     if any(not np.isfinite(v) or (what == "std" and v <= 0) for v in values):

@@ -84,6 +84,7 @@ class BenchConfig:
     layout: str | None = None
     output: str | None = None
     threshold: float = 0.5
+    output_key: str | None = None
 
     def all_sources(self) -> tuple[BenchSource, ...]:
         zoo = tuple(BenchSource(get_spec(m).name, model=get_spec(m).name, checkpoint=self.checkpoints.get(get_spec(m).name))
@@ -233,6 +234,7 @@ def export_config_for(profile: Profile, source: BenchSource, precision: str, inp
         layout=config.layout,
         output=config.output,
         threshold=config.threshold,
+        output_key=config.output_key if own else None,
     )
 
 
@@ -261,7 +263,8 @@ def row_identity(profile: Profile, export: ExportConfig, precision: str, scored:
     """Everything that decides a row's figures, as one hash: a finished row is resumed only under the same one.
     The model file (or weights and code), the evaluation data's bytes, the preprocessing, how the artifact is
     built, the profile's content (not its name: a custom TOML may say ``name = "cpu"``) and the machine."""
-    build = {"precision": precision, "dynamic_batch": export.dynamic_batch, "size": list(export.input_size or ())}
+    build = {"precision": precision, "dynamic_batch": export.dynamic_batch, "size": list(export.input_size or ()),
+             "output_key": export.output_key}
     if precision == "int8":
         build.update(int8=export.int8_config.as_dict(), calib_data=export.calib_data)
     profile_content = {k: v for k, v in asdict(profile).items() if k not in ("path", "description")}

@@ -70,6 +70,7 @@ class ExportConfig:
     output: str | None = None  # scores, sigmoid or logit (one channel); None: read from the graph
     threshold: float = 0.5  # one-channel outputs: the foreground cut (a probability)
     calib_data: str | None = None  # calibration images from another dataset (its train split); None: --data's
+    output_key: str | None = None  # torch models returning a mapping: the key of the class scores (default: out)
     # a directory `segedge export` wrote, run as it is (a device with the light install: nothing rebuilt, no
     # torch); its FP32 reference is its own model.onnx on onnxruntime, which passed the >= 99.9 % gate vs torch
     artifact: Path | None = None
@@ -156,7 +157,7 @@ def resolve_source(config: ExportConfig, log: Log = lambda _: None, progress: bo
                            config.layout, config.output, config.threshold)
     if ":" in config.model:
         return module_source(config.model, config.checkpoint, config.input_size, config.mean, config.std,
-                             config.num_classes, config.class_names)
+                             config.num_classes, config.class_names, config.output_key)
     spec = get_spec(config.model)
     spec.check_input_size(*(config.input_size or spec.default_input_size))
     if config.dynamic and not spec.dynamic_hw:
@@ -344,6 +345,7 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
         "opset": EXPORT_OPSET if source.onnx is None else "given",
         "normalization": {"mean": list(spec.mean), "std": list(spec.std)},
         **({"io": source.io.as_dict()} if not source.io.canonical else {}),
+        **({"torch_output": source.extra["output"]} if "output" in source.extra else {}),  # which output is exported
         "eval": {"data": config.data, "split": "val", "images": eval_count, "seed": config.seed,
                  "fingerprint": data_fingerprint(eval_set, eval_count),  # the files' bytes: swapped data, new key
                  **({"holdout": holdout} if holdout is not None else {})},
@@ -360,6 +362,9 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
             "class_names": list(source.class_names),
             "normalization": {"mean": list(spec.mean), "std": list(spec.std)},
             "io": source.io.as_dict(),
+            # what the torch model returned and which part is the exported output (a mapping's key, .logits, a
+            # tuple's first item) at which stride: the bridging outside the graph, as io is for an ONNX
+            **({"torch_output": source.extra["output"]} if "output" in source.extra else {}),
             "size_multiple": spec.size_multiple,  # what a dynamic-size input must be padded to (segedge.Predictor)
             "stages": {},
         }
@@ -422,8 +427,10 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
         def onnx_stage(candidate: Path) -> dict:
             if source.onnx is not None:
                 return copy_checked_onnx(source.onnx, candidate)
+            key = (source.extra.get("output") or {}).get("scores", "the tensor")
             info = onnx_from_torch(source.module, spec, candidate, size, dynamic=config.dynamic,
-                                   dynamic_batch=config.dynamic_batch)
+                                   dynamic_batch=config.dynamic_batch,
+                                   **({"output_name": key} if key not in ("the tensor", "0") else {}))
             return {"opset": info.opset, "input_shape": list(info.input_shape), "output_shape": list(info.output_shape),
                     "dynamic_checked_at": list(info.second_size) if info.second_size else None,
                     "run_check": {"max_abs_diff": info.max_abs_diff, "outlier_pixel_share": info.outlier_share}}

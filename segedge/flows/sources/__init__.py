@@ -20,7 +20,7 @@ import numpy as np
 from segedge.core.artifacts import atomic_path, sha256_file
 from segedge.core.errors import ArtifactError, CheckpointError, InputSizeError, SegedgeError, brief
 from segedge.backends.base import Runner
-from segedge.data.model_io import ModelIO, model_io_from_onnx
+from segedge.data.model_io import ModelIO, model_io_from_onnx, output_fits
 from segedge.models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 
 
@@ -140,7 +140,7 @@ def load_state_dict_into(module, path: Path) -> dict:
 
 
 def module_source(reference: str, checkpoint: Path | None, input_size: tuple[int, int] | None, mean, std,
-                  num_classes: int | None, class_names) -> Source:
+                  num_classes: int | None, class_names, output_key: str | None = None) -> Source:
     import torch
 
     if input_size is None:
@@ -158,20 +158,44 @@ def module_source(reference: str, checkpoint: Path | None, input_size: tuple[int
         raise SegedgeError(f"{reference}() returned {type(module).__name__}, not a torch.nn.Module")
     if checkpoint is not None:
         load_state_dict_into(module, Path(checkpoint))
-    module.eval()
-    with torch.inference_mode():
-        out = module(torch.zeros(1, 3, *input_size))
-    out = out[0] if isinstance(out, (tuple, list)) else out
-    if out.ndim != 4 or not _fits(tuple(out.shape[2:]), tuple(input_size)):
-        raise SegedgeError(f"{reference} returns {tuple(out.shape)} for a 1x3x{input_size[0]}x{input_size[1]} input; "
-                           "segedge needs N×C×H×W class scores at the input's H×W or a fraction of it")
-    io = ModelIO(resized=tuple(out.shape[2:]) != tuple(input_size))
-    classes = _check_classes(int(out.shape[1]), num_classes, class_names, reference)
     name = reference.replace(":", ".").split(".")[-1]
     weights = sha256_file(checkpoint) if checkpoint else "builder-" + hashlib.sha256(reference.encode()).hexdigest()[:12]
+    return torch_source(module, name, reference, input_size, mean, std, num_classes, class_names, weights,
+                        code_fingerprint(module, builder), checkpoint, output_key)
+
+
+def torch_source(module, name: str, what: str, input_size: tuple[int, int], mean, std, num_classes: int | None,
+                 class_names, weights_id: str, code_id: str | None, checkpoint: Path | None = None,
+                 output_key: str | None = None, extra: dict | None = None) -> Source:
+    """The one way a torch module becomes a source, whichever adapter built it: run once at ``input_size``, its
+    class scores found in what it returns (a tensor, a mapping, ``.logits``, a tuple: :mod:`.outputs`), checked
+    to be N×C×H×W at the input's size or a fraction of it, and the module wrapped to return only them."""
+    import torch
+
+    from segedge.flows.sources.outputs import output_key_of, pick_scores, scores_only
+
+    module.eval()
+    try:
+        with torch.inference_mode():
+            out = module(torch.zeros(1, 3, *input_size))
+    except Exception as exc:  # the user's model at this size: one line, with the model's own words
+        raise SegedgeError(f"{what} fails on a 1x3x{input_size[0]}x{input_size[1]} input: {type(exc).__name__}: "
+                           f"{brief(exc)}") from None
+    key = output_key_of(out, output_key)
+    scores = pick_scores(out, key)
+    if not isinstance(scores, torch.Tensor) or scores.ndim != 4 or not _fits(tuple(scores.shape[2:]), tuple(input_size)):
+        shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise SegedgeError(f"{what} returns {shape}{f' as {key!r}' if key else ''} for a 1x3x{input_size[0]}x"
+                           f"{input_size[1]} input; segedge needs N×C×H×W class scores at the input's H×W or a "
+                           "fraction of it")
+    stride = input_size[0] // int(scores.shape[2])
+    io = ModelIO(resized=stride != 1)
+    classes = _check_classes(int(scores.shape[1]), num_classes, class_names, what)
+    returned = {"returns": type(out).__name__, "scores": key or "the tensor", "stride": stride}
     return Source(name=name, spec=adhoc_spec(name, input_size, mean, std), num_classes=len(classes),
-                  class_names=classes, weights_id=weights, checkpoint=str(checkpoint) if checkpoint else None, module=module,
-                  code_id=code_fingerprint(module, builder), io=io)
+                  class_names=classes, weights_id=weights_id, checkpoint=str(checkpoint) if checkpoint else None,
+                  module=scores_only(module, key), code_id=code_id, io=io,
+                  extra={**(extra or {}), "output": returned})
 
 
 def onnx_source(path: Path, input_size: tuple[int, int] | None, mean, std, num_classes: int | None, class_names,
@@ -223,11 +247,7 @@ def onnx_source(path: Path, input_size: tuple[int, int] | None, mean, std, num_c
 
 
 def _fits(output: tuple, size: tuple) -> bool:
-    """An output at the input's size, or at an integer fraction of it (a stride-2/4/8 head)."""
-    if output == tuple(size):
-        return True
-    return all(isinstance(o, int) and 0 < o < s and s % o == 0 for o, s in zip(output, size)) and \
-        size[0] // output[0] == size[1] // output[1]
+    return output_fits(tuple(output), tuple(size))
 
 
 def _probe_output(path: Path, io: ModelIO, size: tuple[int, int], dims) -> tuple:

@@ -129,6 +129,7 @@ def _checkpoints(args: argparse.Namespace) -> dict[str, Path]:
 def _own_sources(args: argparse.Namespace):
     """--onnx [NAME=]PATH and --model [NAME=]pkg.mod:fn as bench sources, each with its --checkpoint NAME=PATH."""
     from segedge.flows.bench import BenchSource
+    from segedge.flows.sources import default_name
 
     checkpoints = _checkpoints(args)
     sources = []
@@ -138,8 +139,8 @@ def _own_sources(args: argparse.Namespace):
         sources.append(BenchSource(name if sep else path.stem, onnx=path))
     for item in args.model or []:
         name, sep, reference = item.partition("=")
-        if not sep or ":" in name:
-            name, reference = reference.replace(":", ".").split(".")[-1] if sep else item.split(":")[-1], item
+        if not sep or ":" in name or "/" in name:  # no NAME=: the whole is the reference (a path may hold '=')
+            name, reference = default_name(item), item
         sources.append(BenchSource(name, model=reference, checkpoint=checkpoints.get(name)))
     for item in args.artifact or []:
         name, sep, path = item.partition("=")

@@ -35,6 +35,7 @@ from segedge.data.transforms import class_map
 from segedge.data.fingerprint import data_fingerprint
 from segedge.flows.export import (ExportConfig, data_name, eval_count_for, evaluation_sets, export_model, exported_artifact,
                                   reference_for, resolve_source)
+from segedge.flows.sources import is_zoo_name
 from segedge.graph.int8 import Int8Config
 from segedge.models.registry import get_spec
 from segedge.verify.compare import Reference, accuracy_on_active_runner, require_same_classes
@@ -53,7 +54,7 @@ class BenchSource:
 
     @property
     def zoo(self) -> bool:
-        return self.onnx is None and self.artifact is None and ":" not in self.model
+        return self.onnx is None and self.artifact is None and is_zoo_name(self.model)
 
     @property
     def fixed_size(self) -> bool:

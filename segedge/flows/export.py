@@ -35,7 +35,8 @@ from segedge.graph.int8 import (DefaultCount, Int8Config, calibrated_graph, cali
 from segedge.models.registry import get_spec
 from segedge.backends.onnxruntime import OnnxRuntimeRunner
 from segedge.graph.simplify import simplified_onnx
-from segedge.flows.sources import Source, code_fingerprint, copy_checked_onnx, module_source, onnx_source
+from segedge.flows.sources import (Source, SourceOptions, code_fingerprint, copy_checked_onnx, is_library_model, is_zoo_name,
+                                   library_source, module_source, onnx_source)
 
 SYNTHETIC_EVAL_IMAGES = 8  # the built-in scenes are generated: a small default keeps the first table quick
 QUANTIZER_OPSET = 13  # per-axis (per-channel) QuantizeLinear/DequantizeLinear exist from opset 13
@@ -155,6 +156,10 @@ def resolve_source(config: ExportConfig, log: Log = lambda _: None, progress: bo
     if config.onnx is not None:
         return onnx_source(config.onnx, config.input_size, config.mean, config.std, config.num_classes, config.class_names,
                            config.layout, config.output, config.threshold)
+    if is_library_model(config.model):
+        return library_source(config.model, SourceOptions(
+            checkpoint=config.checkpoint, input_size=config.input_size, mean=config.mean, std=config.std,
+            num_classes=config.num_classes, class_names=config.class_names, output_key=config.output_key))
     if ":" in config.model:
         return module_source(config.model, config.checkpoint, config.input_size, config.mean, config.std,
                              config.num_classes, config.class_names, config.output_key)
@@ -307,7 +312,7 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
     config.int8_config.validate()
     if config.eval_images is not None and config.eval_images < 1:
         raise ValueError("eval_images must be >= 1")
-    if config.onnx is None and ":" not in config.model:  # refuse bad zoo input before any training
+    if config.onnx is None and is_zoo_name(config.model):  # refuse bad zoo input before any training
         spec = get_spec(config.model)
         spec.check_input_size(*(config.input_size or spec.default_input_size))
     if config.builds("int8") and config.data == "synthetic" and config.int8_config.calib_images > CALIB_SPLIT_SIZE:

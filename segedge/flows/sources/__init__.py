@@ -139,6 +139,75 @@ def load_state_dict_into(module, path: Path) -> dict:
     return {"missing": missing, "unexpected": unexpected}
 
 
+@dataclass(frozen=True)
+class SourceOptions:
+    """What the command line says about a model segedge did not define; an adapter fills what its files know
+    (a Hugging Face directory's class names, normalisation and size) where these are None."""
+
+    checkpoint: Path | None = None
+    input_size: tuple[int, int] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    num_classes: int | None = None
+    class_names: tuple[str, ...] | None = None
+    output_key: str | None = None
+
+
+LIBRARY_PREFIXES = ("hf:", "torchvision:", "smp:")  # a library's saved model, read offline from its files
+SAVED_MODULE_SUFFIXES = (".pt2", ".pt", ".pth", ".ts", ".jit")  # torch.export / TorchScript files
+
+
+def is_library_model(model: str) -> bool:
+    """``hf:DIR``, ``torchvision:NAME``, ``smp:DIR``, or a ``torch.export``/TorchScript file."""
+    return model.startswith(LIBRARY_PREFIXES) or Path(model).suffix in SAVED_MODULE_SUFFIXES
+
+
+def is_zoo_name(model: str) -> bool:
+    """A name of segedge's own zoo: not ``package.module:function``, not a library's saved model."""
+    return bool(model) and ":" not in model and not is_library_model(model)
+
+
+def default_name(model: str) -> str:
+    """The row and artifact name of a model given by reference: a library directory's or file's name, a
+    torchvision builder's name, a ``module:function``'s function."""
+    if model.startswith(("hf:", "smp:")):
+        return Path(model.partition(":")[2].rstrip("/\\")).name or model.partition(":")[0]
+    if model.startswith("torchvision:"):
+        return model.partition(":")[2]
+    if Path(model).suffix in SAVED_MODULE_SUFFIXES:
+        return Path(model).stem
+    return model.replace(":", ".").split(".")[-1]
+
+
+def library_source(model: str, options: SourceOptions) -> Source:
+    """One adapter per library, each reading the files the library writes (never the network) and returning the
+    same :class:`Source` through :func:`torch_source`. A missing library is one line naming the extra."""
+    kind, _, target = model.partition(":")
+    if kind == "hf":
+        from segedge.flows.sources.hf import hf_source
+
+        return hf_source(target, options)
+    if kind == "torchvision":
+        from segedge.flows.sources.tvision import torchvision_source
+
+        return torchvision_source(target, options)
+    if kind == "smp":
+        from segedge.flows.sources.smp import smp_source
+
+        return smp_source(target, options)
+    from segedge.flows.sources.saved import saved_module_source
+
+    return saved_module_source(Path(model), options)
+
+
+def require_library(module: str, extra: str, what: str):
+    """``import module`` or a one-line error naming the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise SegedgeError(f"{what} needs {module} ({brief(exc)}): pip install 'segedge[{extra}]'") from None
+
+
 def module_source(reference: str, checkpoint: Path | None, input_size: tuple[int, int] | None, mean, std,
                   num_classes: int | None, class_names, output_key: str | None = None) -> Source:
     import torch
@@ -158,7 +227,7 @@ def module_source(reference: str, checkpoint: Path | None, input_size: tuple[int
         raise SegedgeError(f"{reference}() returned {type(module).__name__}, not a torch.nn.Module")
     if checkpoint is not None:
         load_state_dict_into(module, Path(checkpoint))
-    name = reference.replace(":", ".").split(".")[-1]
+    name = default_name(reference)
     weights = sha256_file(checkpoint) if checkpoint else "builder-" + hashlib.sha256(reference.encode()).hexdigest()[:12]
     return torch_source(module, name, reference, input_size, mean, std, num_classes, class_names, weights,
                         code_fingerprint(module, builder), checkpoint, output_key)

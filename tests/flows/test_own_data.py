@@ -109,14 +109,31 @@ def grey01(rgb: np.ndarray) -> np.ndarray:
     return (rgb.astype(np.float32) @ LUMA) / 255.0
 
 
+def bilinear(scores: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """N×C×h×w → N×C×H×W with align_corners=False, as torch's F.interpolate and mmseg's resize do (no segedge code):
+    output pixel i samples the input at (i + 0.5)·in/out - 0.5, floored at 0, its right neighbour clamped to the
+    edge. Written as one interpolation matrix per axis."""
+
+    def matrix(src: int, dst: int) -> np.ndarray:
+        m = np.zeros((dst, src))
+        for i in range(dst):
+            x = max((i + 0.5) * src / dst - 0.5, 0.0)
+            left = int(x)
+            right = min(left + 1, src - 1)
+            m[i, left] += 1 - (x - left)
+            m[i, right] += x - left
+        return m
+
+    rows, cols = matrix(scores.shape[2], size[0]), matrix(scores.shape[3], size[1])
+    return np.einsum("yh,nchw,xw->ncyx", rows, scores.astype(np.float64), cols)
+
+
 def expected_fp32(kind: str, pairs) -> float:
     if kind in ("nhwc", "sigmoid"):
         return miou([(label, grey01(rgb) > 0.5) for rgb, label in pairs])
     pooled = [grey01(rgb).reshape(SIZE // 4, 4, SIZE // 4, 4).mean(axis=(1, 3)) for rgb, _ in pairs]
     scores = [np.stack([-10 * (p - 0.5), 10 * (p - 0.5)])[None] for p in pooled]
-    from segedge.data.model_io import resize_scores
-
-    return miou([(label, resize_scores(s, (SIZE, SIZE))[0].argmax(0)) for s, (_, label) in zip(scores, pairs)])
+    return miou([(label, bilinear(s, (SIZE, SIZE))[0].argmax(0)) for s, (_, label) in zip(scores, pairs)])
 
 
 BUILDERS = {"nhwc": nhwc_grey, "sigmoid": sigmoid_one_channel, "stride4": stride4}
@@ -161,9 +178,7 @@ def test_their_onnx_on_their_data_gets_fp32_and_int8_rows_that_reproduce(kind, b
         elif kind == "sigmoid":
             pred = out[0, 0] > 0.5
         else:
-            from segedge.data.model_io import resize_scores
-
-            pred = resize_scores(out, (SIZE, SIZE))[0].argmax(0)
+            pred = bilinear(out, (SIZE, SIZE))[0].argmax(0)
         predicted.append((label, pred))
     assert rows["int8"]["miou"] == pytest.approx(miou(predicted), abs=2e-3)
     assert manifest["stages"]["int8"]["quantize_nodes"] > 0 and manifest["stages"]["int8"]["float_classifier"] == []
@@ -240,3 +255,95 @@ def test_a_budget_and_a_drop_limit_name_the_fastest_row_within_both():
     assert pick_fastest_within(rows, 25.0, 0.5)["cpu"]["model"] == "b"  # a's interval reaches 1.5
     assert pick_fastest_within(rows, 8.0, 0.5)["cpu"] is None
     assert "nothing is within 0.5 points under 8" in summarize_pick(pick_fastest_within(rows, 8.0, 0.5), rows, 8.0, 0.5)
+
+
+# the stride-4 resize and the one-channel paths, against numpy written here -----------------------------------
+
+@pytest.mark.parametrize("src, dst", [((16, 16), (64, 64)), ((5, 7), (13, 29)), ((20, 18), (7, 9)), ((1, 3), (4, 4))])
+def test_the_tests_bilinear_is_torchs_align_corners_false(src, dst):
+    """The yardstick itself, against torch: the resize mmseg applies before scoring a lower-resolution head."""
+    import torch
+
+    x = np.random.default_rng(0).standard_normal((2, 3, *src)).astype(np.float32)
+    want = torch.nn.functional.interpolate(torch.from_numpy(x), size=dst, mode="bilinear", align_corners=False).numpy()
+    np.testing.assert_allclose(bilinear(x, dst), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("src, dst", [((16, 16), (64, 64)), ((5, 7), (13, 29)), ((20, 18), (7, 9))])
+def test_a_lower_resolution_output_is_resized_as_mmseg_does(src, dst):
+    from segedge.data.model_io import ModelIO
+
+    x = np.random.default_rng(1).standard_normal((2, 3, *src)).astype(np.float32)
+    got = ModelIO(resized=True).scores(x, dst)
+    assert got.shape == (2, 3, *dst)
+    np.testing.assert_allclose(got, bilinear(x, dst), atol=1e-5)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-x))
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.3, 0.8])
+def test_one_logit_channel_is_foreground_where_its_probability_exceeds_the_threshold(threshold):
+    from segedge.data.model_io import ModelIO
+
+    logits = np.linspace(-3, 3, 2 * 1 * 8 * 16, dtype=np.float32).reshape(2, 1, 8, 16)  # probabilities 0.05..0.95
+    classes = ModelIO(output="logit", threshold=threshold).scores(logits, (8, 16)).argmax(1)
+    want = sigmoid(logits[:, 0].astype(np.float64)) > threshold
+    np.testing.assert_array_equal(classes, want)
+    assert 0.05 < want.mean() < 0.95  # both classes appear: the threshold decides something
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.3, 0.8])
+def test_one_sigmoid_channel_is_foreground_above_the_threshold(threshold):
+    from segedge.data.model_io import ModelIO
+
+    probabilities = np.linspace(0.01, 0.99, 2 * 8 * 16, dtype=np.float32).reshape(2, 1, 8, 16)
+    classes = ModelIO(output="sigmoid", threshold=threshold).scores(probabilities, (8, 16)).argmax(1)
+    np.testing.assert_array_equal(classes, probabilities[:, 0] > threshold)
+
+
+def test_a_low_resolution_logit_is_resized_then_thresholded():
+    """mmseg's order for a one-channel head: resize the logits to the label size, then sigmoid > threshold."""
+    from segedge.data.model_io import ModelIO
+
+    logits = np.random.default_rng(2).normal(0, 2, (1, 1, 16, 16)).astype(np.float32)
+    classes = ModelIO(output="logit", threshold=0.3, resized=True).scores(logits, (64, 64)).argmax(1)
+    np.testing.assert_array_equal(classes, sigmoid(bilinear(logits, (64, 64))[:, 0]) > 0.3)
+
+
+def stride4_logit(path: Path) -> Path:
+    """One raw logit channel at a quarter of the input's resolution: 10·(grey - 0.5) of 4×4 average-pooled pixels."""
+    w = numpy_helper.from_array((10 * LUMA).reshape(1, 3, 1, 1), "w")
+    b = numpy_helper.from_array(np.array([-5.0], np.float32), "b")
+    nodes = [helper.make_node("AveragePool", ["image"], ["pooled"], kernel_shape=[4, 4], strides=[4, 4]),
+             helper.make_node("Conv", ["pooled", "w", "b"], ["logit"])]
+    return _save(nodes, [helper.make_tensor_value_info("image", F, [1, 3, SIZE, SIZE])],
+                 [helper.make_tensor_value_info("logit", F, [1, 1, SIZE // 4, SIZE // 4])], [w, b], path, 13)
+
+
+def test_a_stride4_logit_head_at_threshold_0_3_is_scored_as_mmseg_would(blobs, tmp_path, capsys):
+    onnx_path = stride4_logit(tmp_path / "logit.onnx")
+    store = tmp_path / "r.sqlite"
+    code = main(["bench", "--profile", "cpu", "--onnx", f"logit={onnx_path}", "--data", f"folder:{blobs}",
+                 "--mean", "0", "--std", "1", "--output", "logit", "--threshold", "0.3", "--precisions", "fp32",
+                 "--quick", "--quiet", "--results", str(store), "--out", str(tmp_path / "export")])
+    assert code == 0, capsys.readouterr().err
+    with ResultsStore(store) as results:
+        (row,) = results.rows()
+    pairs = val_samples(blobs)
+
+    def expected(threshold: float) -> float:
+        scored = []
+        for rgb, label in pairs:
+            pooled = grey01(rgb).reshape(SIZE // 4, 4, SIZE // 4, 4).mean(axis=(1, 3))
+            logit = bilinear((10 * (pooled - 0.5))[None, None], (SIZE, SIZE))[0, 0]
+            scored.append((label, sigmoid(logit) > threshold))
+        return miou(scored)
+
+    want = expected(0.3)
+    assert 0.3 < want < 0.98 and abs(want - expected(0.5)) > 0.01  # the threshold moves the figure
+    assert row["miou"] == pytest.approx(want, abs=2e-3)
+    assert row["reference_miou"] == pytest.approx(want, abs=2e-3)
+    manifest = json.loads((Path(row["artifact"]).parent / "manifest.json").read_text())
+    assert manifest["io"]["output"] == "logit" and manifest["io"]["threshold"] == 0.3 and manifest["io"]["resized"]

@@ -14,6 +14,7 @@ made elsewhere; data is the built-in scenes or the user's labelled set (``--data
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -210,7 +211,10 @@ def export_config_for(profile: Profile, source: BenchSource, precision: str, inp
 
     Profiles with batch sizes above 1 get a batch-dynamic graph, so every batch size times one artifact.
     """
-    size = input_size or (None if source.fixed_size else tuple(profile.input_size))
+    if input_size is not None or source.fixed_size:
+        size = input_size
+    else:  # a zoo checkpoint's training size, else the profile's
+        size = (trained_size(source.checkpoint) if source.zoo and source.checkpoint else None) or tuple(profile.input_size)
     own = not source.zoo
     icfg = Int8Config(scheme=int8_scheme, quantize_classifier=config.quantize_classifier,
                       **({"calib_images": config.calib_images} if config.calib_images else {}))
@@ -237,6 +241,28 @@ def export_config_for(profile: Profile, source: BenchSource, precision: str, inp
         threshold=config.threshold,
         output_key=config.output_key if own else None,
     )
+
+
+def trained_size(checkpoint: Path) -> tuple[int, int] | None:
+    """The size a zoo checkpoint records it was trained at: its rows run there unless --input-size says otherwise
+    (a scale the network never saw can cost most of its accuracy), else the profile's."""
+    try:
+        stamp = Path(checkpoint).stat().st_mtime_ns
+    except OSError:
+        return None  # the row itself refuses the file, by name
+    return _trained_size(str(checkpoint), stamp)
+
+
+@functools.lru_cache(maxsize=32)
+def _trained_size(checkpoint: str, stamp: int) -> tuple[int, int] | None:
+    from segedge.core.errors import CheckpointError
+    from segedge.models.checkpoint import load_checkpoint
+
+    try:
+        trained = (load_checkpoint(checkpoint).train_info.get("config") or {}).get("scene_size")
+    except CheckpointError:
+        return None
+    return tuple(trained) if trained else None
 
 
 def _what_is_scored(export: ExportConfig, size: tuple[int, int]) -> tuple[int, dict]:

@@ -52,7 +52,7 @@ class TrainConfig:
     # HxW the scenes are rendered or resized to. None: 512x1024 for synthetic scenes, the data's own size (its
     # first training image, rounded to the model's stride) for a real dataset; recorded in the checkpoint
     scene_size: tuple[int, int] | None = None
-    crop: tuple[int, int] = (256, 256)
+    crop: tuple[int, int] | None = None  # None: 256x256, capped at the scene size (a 224x192 dataset crops 224x192)
     train_scenes: int = 40  # synthetic scenes rendered once and cropped from (real data: the whole split)
     val_images: int = 8
     data: str = "synthetic"  # or KIND:ROOT, e.g. cityscapes:/data/cityscapes (see segedge.data.open_dataset)
@@ -70,6 +70,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.scene_size is None and self.data == "synthetic":
             object.__setattr__(self, "scene_size", SYNTHETIC_SCENE_SIZE)  # the cache keys of earlier recipes
+        if self.crop is None and self.scene_size is not None:
+            object.__setattr__(self, "crop", default_crop(self.model, self.scene_size))
 
     def validate(self) -> None:
         spec = get_spec(self.model)
@@ -91,9 +93,9 @@ class TrainConfig:
             raise InputSizeError(f"jitter must be within [0, 1), got {self.jitter}")
         if self.eval_every < 0:
             raise InputSizeError(f"eval-every must be >= 0, got {self.eval_every}")
+        if self.crop is None or self.scene_size is None:
+            return  # the data's size (and the crop that follows it), resolved and checked when the data is opened
         spec.check_input_size(*self.crop)
-        if self.scene_size is None:
-            return  # the data's size, resolved (and checked) when the data is opened
         spec.check_input_size(*self.scene_size)
         if self.crop[0] > self.scene_size[0] or self.crop[1] > self.scene_size[1]:
             raise InputSizeError(f"crop {self.crop} is larger than the scene size {self.scene_size}")
@@ -116,12 +118,26 @@ def state_path(checkpoint: Path) -> Path:
     return checkpoint.with_suffix(".state.pt")
 
 
+DEFAULT_CROP = (256, 256)
+
+
+def default_crop(model: str, scene_size: tuple[int, int]) -> tuple[int, int]:
+    """256x256, or the scene's own size where it is smaller, rounded down to what the model takes: the default
+    crop follows the data (a 224x192 medical set trains on 224x192 crops, not on a refusal)."""
+    spec = get_spec(model)
+    multiple = spec.size_multiple
+    return tuple(max(min(c, s) // multiple * multiple, minimum, multiple)
+                 for c, s, minimum in zip(DEFAULT_CROP, scene_size, spec.min_input_size))
+
+
 def with_data_size(config: TrainConfig, log=lambda _: None) -> TrainConfig:
     """``config`` with ``scene_size`` resolved: a real dataset trains at its own size (the first training
-    image's, rounded to the model's stride) rather than being resized to 512x1024 without a word."""
-    if config.scene_size is not None:
-        return config
+    image's, rounded to the model's stride) rather than being resized to 512x1024 without a word; and the crop,
+    when not given, follows that size (said once)."""
     from dataclasses import replace
+
+    if config.scene_size is not None:
+        return config  # its crop, when not given, was capped at the scene size when the config was made
 
     from segedge.data.datasets import train_and_val
 
@@ -135,7 +151,11 @@ def with_data_size(config: TrainConfig, log=lambda _: None) -> TrainConfig:
     size = get_spec(config.model).nearest_valid_size(height, width)
     log(f"training at {size[0]}x{size[1]}: the size of {config.data}'s images ({height}x{width}), rounded to what "
         f"{config.model} takes (--scene-size to choose another)")
-    return replace(config, scene_size=size)
+    resolved = replace(config, scene_size=size)  # and, when not given, the crop capped at that size
+    if config.crop is None:
+        log(f"training crops of {resolved.crop[0]}x{resolved.crop[1]} (256x256 capped at the data's size; --crop to "
+            f"choose another)")
+    return resolved
 
 
 def open_splits(config: TrainConfig, log=lambda _: None):

@@ -181,3 +181,55 @@ def test_progress_shows_only_known_figures_and_says_what_a_pause_is(tmp_path, ca
     assert "loss=" in evaluating[0] and "mIoU" not in evaluating[0], evaluating[0]
     last = [f for f in frames if f.startswith("train unet")][-1]
     assert "loss=" in last and "mIoU=" in last and "evaluating" not in last, last
+
+
+def _folder(root, size=(224, 192), images=6):
+    """A medical-like set at 224x192: a bright disc on a dark field, 2 classes, no split lists."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    yy, xx = np.mgrid[0:size[0], 0:size[1]]
+    for i in range(images):
+        mask = ((yy - rng.integers(60, 160)) ** 2 + (xx - rng.integers(60, 130)) ** 2 < 40 ** 2).astype(np.uint8)
+        grey = np.where(mask, 180, 60) + rng.normal(0, 20, size)
+        Image.fromarray(np.clip(np.stack([grey] * 3, -1), 0, 255).astype(np.uint8)).save(root / "images" / f"c{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"c{i}.png")
+    (root / "classes.txt").write_text("background\ncell\n")
+    return root
+
+
+def test_the_default_crop_follows_the_datas_size_and_the_checkpoint_runs_at_it(tmp_path, capsys):
+    """A 224x192 set used to fail: "crop (256, 256) is larger than the scene size (224, 192)"; then its checkpoint
+    was exported at the model's 512x1024 with a warning. Now the crop follows the data, said once, and export and
+    bench run the checkpoint at its training size unless --input-size says otherwise."""
+    import json
+
+    from segedge.cli.main import main
+    from segedge.core.results import ResultsStore
+
+    data = _folder(tmp_path / "cells")
+    ckpt = tmp_path / "cells.pt"
+    assert main(["train", "--model", "unet", "--width", "0.125", "--iterations", "2", "--batch-size", "2",
+                 "--val-images", "1", "--threads", "1", "--data", f"folder:{data}", "--out", str(ckpt), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "training crops of 224x192" in err
+    assert tuple(load_checkpoint(ckpt).train_info["config"]["crop"]) == (224, 192)
+    assert main(["export", "--model", "unet", "--checkpoint", str(ckpt), "--data", f"folder:{data}", "--eval-images",
+                 "1", "--threads", "1", "--out", str(tmp_path / "export"), "--quiet"]) == 0
+    manifest = json.loads(next((tmp_path / "export").glob("unet/*/manifest.json")).read_text())
+    assert manifest["config"]["input_size"] == [224, 192]
+    assert main(["bench", "--profile", "cpu", "--models", "unet", "--checkpoint", f"unet={ckpt}", "--precisions",
+                 "fp32", "--quick", "--data", f"folder:{data}", "--results", str(tmp_path / "r.sqlite"),
+                 "--out", str(tmp_path / "export"), "--quiet"]) == 0
+    with ResultsStore(tmp_path / "r.sqlite") as store:
+        (row,) = store.rows()
+    assert (row["height"], row["width"]) == (224, 192) and row["status"] != "failed"
+
+
+def test_a_given_crop_larger_than_the_scene_is_still_refused():
+    with pytest.raises(InputSizeError, match="larger than the scene size"):
+        TrainConfig(model="unet", crop=(256, 256), scene_size=(224, 192)).validate()
+    assert TrainConfig(model="unet", scene_size=(224, 192)).crop == (224, 192)
+    assert TrainConfig(model="bisenet").crop == (256, 256)  # the synthetic recipe's crop, and its cache key, unchanged

@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent("""
 
     def keys():
         return {name: resolve_source(ExportConfig(model=name, untrained=True, width=0.25, input_size=(64, 64))).code_id
-                for name in ("unet", "bisenet", "deeplabv3plus")}
+                for name in ("unet", "bisenet", "deeplabv3plus", "enet")}
 
     seen = {"before": keys()}
     for edited in ("models/segformer.py", "models/blocks.py", "models/backbones.py"):
@@ -47,10 +47,10 @@ def test_editing_a_shared_block_changes_the_fingerprint_of_the_models_built_from
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     before = seen["before"]
-    assert len(set(before.values())) == 3 and all(len(key) == 16 for key in before.values())
+    assert len(set(before.values())) == 4 and all(len(key) == 16 for key in before.values())
     # a file none of the three is built from: no key changes (the cache survives unrelated edits)
     assert seen["models/segformer.py"] == before
-    # blocks.py (ConvBNReLU, resize_to): every one of them is built from it
+    # blocks.py (ConvBNReLU, resize_to; ENet only calls its make_divisible): every one of them is built from it
     after_blocks = seen["models/blocks.py"]
     assert all(after_blocks[name] != before[name] for name in before), (before, after_blocks)
     # backbones.py (ResNet, MobileNetV2, XceptionLite): DeepLab's encoder, not U-Net's nor BiSeNet's own ResNet-18

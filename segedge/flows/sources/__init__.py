@@ -65,9 +65,20 @@ def code_fingerprint(module, *defined_by) -> str:
 
     import torch
 
+    import sys
+
     torch_root = Path(torch.__file__).resolve().parent
     files = set()
-    for obj in [*(type(m) for m in module.modules()), *defined_by]:
+    objects = [*(type(m) for m in module.modules()), *defined_by]
+    # and what their modules take from their own package (ENet's make_divisible from blocks.py): one level
+    for obj in list(objects):
+        home = sys.modules.get(getattr(obj, "__module__", None) or "")
+        package = (getattr(home, "__name__", "") or "").partition(".")[0]
+        for value in vars(home).values() if home is not None and package not in ("", "torch") else ():
+            if (inspect.isfunction(value) or inspect.isclass(value)) and \
+                    (getattr(value, "__module__", "") or "").partition(".")[0] == package:
+                objects.append(value)
+    for obj in objects:
         try:
             found = inspect.getsourcefile(obj)
         except TypeError:  # built-ins

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from segedge.core.artifacts import atomic_path
-from segedge.core.errors import ArtifactError, InputSizeError
+from segedge.core.errors import ArtifactError, InputSizeError, SegedgeError, brief
 from segedge.data.model_io import output_fits
 from segedge.models.registry import ModelSpec
 
@@ -105,19 +105,26 @@ def onnx_from_torch(
     dynamic_shapes = (axes,) if axes else None
 
     started = time.perf_counter()
-    with quiet_exporter():
-        program = torch.onnx.export(
-            module,
-            (example,),
-            None,
-            input_names=[INPUT_NAME],
-            output_names=[output_name],
-            opset_version=opset,
-            dynamo=True,
-            dynamic_shapes=dynamic_shapes,
-            verbose=False,
-        )
-    proto = program.model_proto
+    scripted = any(isinstance(m, torch.jit.ScriptModule) for m in module.modules())
+    try:
+        with quiet_exporter():
+            if scripted:
+                proto = _proto_from_script(module, example, opset, output_name, axes)
+            else:
+                program = torch.onnx.export(
+                    module,
+                    (example,),
+                    None,
+                    input_names=[INPUT_NAME],
+                    output_names=[output_name],
+                    opset_version=opset,
+                    dynamo=True,
+                    dynamic_shapes=dynamic_shapes,
+                    verbose=False,
+                )
+                proto = program.model_proto
+    except Exception as exc:  # the model's code, not the user's command: its own words, on one line
+        raise SegedgeError(f"torch.onnx cannot export {spec.name}: {_root_cause(exc)}") from None
     if dynamic or dynamic_batch:
         _name_dynamic_dims(proto)
     if dynamic_batch and proto.graph.input[0].type.tensor_type.shape.dim[0].HasField("dim_value"):
@@ -161,6 +168,31 @@ def onnx_from_torch(
     )
 
 
+def _proto_from_script(module, example, opset: int, output_name: str, axes: dict):
+    """A TorchScript module (``torch.jit.load``) through the TorchScript exporter: the dynamo exporter refuses
+    ScriptModules ("Exporting a ScriptModule is not supported"), and this one reads their graph as saved. A plain
+    module around one (the scores-only wrapper) is traced first: exported as it is, the exporter says the inner
+    ScriptModule "is not part of the active trace"."""
+    import onnx
+    import torch
+
+    if not isinstance(module, torch.jit.ScriptModule):
+        module = torch.jit.trace(module, (example,), check_trace=False)
+    names = {0: "batch", 2: "height", 3: "width"}
+    buffer = io.BytesIO()
+    torch.onnx.export(module, (example,), buffer, input_names=[INPUT_NAME], output_names=[output_name],
+                      opset_version=opset, dynamo=False,
+                      dynamic_axes={INPUT_NAME: {d: names[d] for d in axes}} if axes else None)
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost error the exporter chained: its first words say what the model did wrong."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return f"{type(exc).__name__}: {brief(exc)}"
+
+
 def _name_dynamic_dims(proto) -> None:
     """Give the exporter's symbolic dims (s16, s82...) names a user can read: height, width."""
     names = {}
@@ -191,8 +223,13 @@ def _check_runs(path: Path, module, size: tuple[int, int], spec: ModelSpec, batc
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: x})[0]
     del session
-    with torch.inference_mode():
-        want = module(torch.from_numpy(x)).numpy()
+    try:
+        with torch.inference_mode():
+            want = module(torch.from_numpy(x)).numpy()
+    except Exception as exc:  # a program saved for one batch or size (torch.export's guards): one line, not a trace
+        raise SegedgeError(f"{spec.name} fails in torch at {batch}x3x{size[0]}x{size[1]}, where the exported graph is "
+                           f"checked ({_root_cause(exc)}); a model saved for one batch or input size cannot be "
+                           f"exported with a dynamic batch or --dynamic") from None
     if got.shape != want.shape or len(got.shape) != 4 or not output_fits(tuple(int(d) for d in got.shape[2:]), size):
         raise ArtifactError(
             f"exported graph returns {got.shape} at input {size[0]}x{size[1]}, torch returns {want.shape}; "

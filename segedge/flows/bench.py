@@ -59,8 +59,10 @@ class BenchSource:
 
     @property
     def fixed_size(self) -> bool:
-        """Its own input size rules (an outside ONNX's, an artifact's), not the profile's."""
-        return self.onnx is not None or self.artifact is not None
+        """Its own input size rules (an outside ONNX's, an artifact's, a ``torch.export`` program's, a Hugging Face
+        image processor's), not the profile's."""
+        return (self.onnx is not None or self.artifact is not None or self.model.endswith(".pt2")
+                or self.model.startswith("hf:"))  # a Hugging Face processor's size
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,8 @@ from segedge.models.registry import get_spec
 from segedge.backends.onnxruntime import OnnxRuntimeRunner
 from segedge.graph.simplify import simplified_onnx
 from segedge.flows.sources import (Source, SourceOptions, code_fingerprint, copy_checked_onnx, is_library_model, is_zoo_name,
-                                   library_source, module_source, onnx_source)
+                                   module_source, onnx_source)
+from segedge.flows.sources.library import library_source
 
 SYNTHETIC_EVAL_IMAGES = 8  # the built-in scenes are generated: a small default keeps the first table quick
 QUANTIZER_OPSET = 13  # per-axis (per-channel) QuantizeLinear/DequantizeLinear exist from opset 13
@@ -375,6 +376,9 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
             # what the torch model returned and which part is the exported output (a mapping's key, .logits, a
             # tuple's first item) at which stride: the bridging outside the graph, as io is for an ONNX
             **({"torch_output": source.extra["output"]} if "output" in source.extra else {}),
+            # how the model arrived: a library and its version, a torch.export or TorchScript file
+            **({"source": {k: v for k, v in source.extra.items() if k not in ("output", "width")}}
+               if set(source.extra) - {"output", "width"} else {}),
             "size_multiple": spec.size_multiple,  # what a dynamic-size input must be padded to (segedge.Predictor)
             "stages": {},
         }

@@ -190,27 +190,6 @@ def default_name(model: str) -> str:
     return model.replace(":", ".").split(".")[-1]
 
 
-def library_source(model: str, options: SourceOptions) -> Source:
-    """One adapter per library, each reading the files the library writes (never the network) and returning the
-    same :class:`Source` through :func:`torch_source`. A missing library is one line naming the extra."""
-    kind, _, target = model.partition(":")
-    if kind == "hf":
-        from segedge.flows.sources.hf import hf_source
-
-        return hf_source(target, options)
-    if kind == "torchvision":
-        from segedge.flows.sources.tvision import torchvision_source
-
-        return torchvision_source(target, options)
-    if kind == "smp":
-        from segedge.flows.sources.smp import smp_source
-
-        return smp_source(target, options)
-    from segedge.flows.sources.saved import saved_module_source
-
-    return saved_module_source(Path(model), options)
-
-
 def require_library(module: str, extra: str, what: str):
     """``import module`` or a one-line error naming the extra that installs it."""
     try:

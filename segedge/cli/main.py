@@ -10,11 +10,11 @@ import argparse
 import sys
 
 from segedge import __version__
-from segedge.cli import bench, check, eval, export, models, predict, profiles, report, sensitivity, sweep, train
+from segedge.cli import bench, check, eval, export, models, predict, profiles, report, sensitivity, ship, sweep, train
 from segedge.core.errors import SegedgeError
 
 # the order of `segedge --help`
-COMMANDS = (models, train, export, eval, check, sensitivity, profiles, bench, sweep, report, predict)
+COMMANDS = (models, train, export, eval, check, sensitivity, profiles, bench, sweep, report, ship, predict)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,8 +27,8 @@ def add_parser(sub) -> None:
                    f"video ({', '.join(VIDEO_SUFFIXES)}: written back with the masks blended and the FPS drawn)")
     p.add_argument("--out", required=True, help="folder for the masks (created)")
     p.add_argument("--precision", help="fp32, fp16 or int8 (default: int8 where exported, else fp32)")
-    p.add_argument("--backend", default="onnxruntime", choices=backend_names(),
-                   help="the runtime (default onnxruntime; openvino runs NNCF's INT8 graph where exported)")
+    p.add_argument("--backend", default=None, choices=backend_names(),
+                   help="the runtime (default: a ship bundle's, else onnxruntime; openvino runs NNCF's INT8 graph where exported)")
     p.add_argument("--overlay", action="store_true", help="also write image/mask blends (<name>.overlay.png)")
     p.add_argument("--threads", type=positive_int, help="inference threads (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

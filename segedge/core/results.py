@@ -68,7 +68,8 @@ COLUMNS = {
     "model_fingerprint": "TEXT",  # sha256 (16 hex) of the model's file or weights and code
 }
 RESUME_KEY = ("machine_id", "profile", "model", "precision", "height", "width", "batch")
-STATUS_MARK = {"ok": "✅", "drop": "❎", "uncertain": "❔", "failed": "❌"}
+STATUS_MARK = {"ok": "✅", "drop": "❎", "uncertain": "❔", "failed": "❌", "pruned": "✂"}
+MEASURED = ("ok", "drop", "uncertain")  # statuses of a row that ran and holds figures (pruned/failed ones do not)
 
 # a row is shown by these; a store whose table lacks one is another program's, a row with one NULL is damaged
 _SHOWN_BY = ("profile", "model", "precision")
@@ -175,8 +176,15 @@ class ResultsStore:
         if eval_images is not None:
             where += " AND eval_images = ?"
             values.append(eval_images)
-        cur = self.db.execute(f"SELECT 1 FROM measurements WHERE {where} AND status != 'failed' LIMIT 1", values)
+        cur = self.db.execute(f"SELECT 1 FROM measurements WHERE {where} AND status IN {MEASURED} LIMIT 1", values)
         return cur.fetchone() is not None
+
+    def finished_row(self, identity: str, quick: bool = False) -> dict[str, Any] | None:
+        """The newest row that ran under ``identity`` (a full one unless ``quick``), or None."""
+        cur = self.db.execute(f"SELECT * FROM measurements WHERE identity = ? AND status IN {MEASURED} "
+                              f"AND (quick = 0 OR quick = ?) ORDER BY id DESC LIMIT 1", [identity, int(bool(quick))])
+        found = cur.fetchone()
+        return None if found is None else dict(zip([d[0] for d in cur.description], found))
 
     def rows(self) -> list[dict[str, Any]]:
         try:

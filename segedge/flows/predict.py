@@ -84,7 +84,7 @@ class Predictor:
     file is picked by ``precision``) or one of its model files (its manifest beside it)."""
 
     artifact: str | Path
-    backend: str = "onnxruntime"
+    backend: str | None = None  # None: the bundle's (segedge ship records it), else onnxruntime
     precision: str | None = None
     threads: int | None = None
     timings: Timings = field(default_factory=Timings)
@@ -102,6 +102,9 @@ class Predictor:
         except (OSError, ValueError) as exc:
             raise ArtifactError(f"manifest {manifest_path} is unreadable ({exc})") from None
         check_manifest_shape(manifest, manifest_path)
+        if self.backend is None:
+            shipped = manifest.get("ship") if isinstance(manifest.get("ship"), dict) else {}
+            self.backend = str(shipped.get("backend") or "onnxruntime")
         stages = manifest["stages"]
         if path.is_file():
             stage = next((s for s, e in stages.items() if e["file"] == path.name), None)

@@ -57,6 +57,7 @@ class ShipConfig:
     time_limit_s: float | None = None
     out: Path = Path("ship")
     steps: tuple[int, ...] = SCORE_STEPS
+    exhaustive: bool = False  # the grid ship is measured against: every candidate timed and scored fully, none dropped
 
 
 @dataclass
@@ -173,11 +174,11 @@ def ship_search(profile: Profile, backend_name: str, machine: Machine, config: S
             break
         name, key = candidate.source.name, (candidate.source.name, candidate.size)
         smaller = too_slow.get(name)
-        if smaller and smaller[0] <= candidate.size[0] and smaller[1] <= candidate.size[1]:
+        if smaller and not config.exhaustive and smaller[0] <= candidate.size[0] and smaller[1] <= candidate.size[1]:
             settle(candidate, "over budget", f"{smaller[0]}x{smaller[1]} could not meet {config.budget_ms:g} ms at any "
                                              f"precision measured so far, and this input is no smaller")
             continue
-        if candidate.precision != "fp32" and key in fp32_ms and candidate.precision in speedup:
+        if not config.exhaustive and candidate.precision != "fp32" and key in fp32_ms and candidate.precision in speedup:
             estimate = fp32_ms[key] / speedup[candidate.precision]
             if estimate > config.budget_ms:
                 settle(candidate, "over budget", f"FP32 takes {fp32_ms[key]:.1f} ms here; even at the best "
@@ -195,7 +196,7 @@ def ship_search(profile: Profile, backend_name: str, machine: Machine, config: S
             fp32_ms[key] = candidate.quick_ms
         elif key in fp32_ms:
             speedup[candidate.precision] = max(speedup.get(candidate.precision, 0.0), fp32_ms[key] / candidate.quick_ms)
-        if candidate.quick_ms > config.budget_ms:
+        if candidate.quick_ms > config.budget_ms and not config.exhaustive:
             settle(candidate, "over budget", f"its fastest quick run took {candidate.quick_ms:.1f} ms")
         same = [c for c in candidates if (c.source.name, c.size) == key]
         if all(c.fate == "over budget" for c in same):  # every precision at this size: no larger one can do better
@@ -207,7 +208,7 @@ def ship_search(profile: Profile, backend_name: str, machine: Machine, config: S
         for candidate in survivors:
             if out_of_time():
                 break
-            if result.pick is not None and candidate.quick_ms > result.pick.row["median_ms"]:
+            if not config.exhaustive and result.pick is not None and candidate.quick_ms > result.pick.row["median_ms"]:
                 settle(candidate, "slower than the pick", f"its fastest quick run ({candidate.quick_ms:.1f} ms) is slower "
                        f"than {result.pick.label}'s median ({result.pick.row['median_ms']:.1f} ms)")
                 continue
@@ -329,7 +330,7 @@ def _score_and_measure(candidate: Candidate, profile: Profile, backend, machine:
                                  f"{step} images: even its lower end is over {config.max_drop:g}")
                 break
         latency = memory = None
-        if candidate.fate != "over drop":  # timed fully only when it may still be the pick
+        if candidate.fate != "over drop" or config.exhaustive:  # timed fully only when it may still be the pick
             timing = resized_reference(reference, candidate.size, candidate.manifest, 1).inputs
             runs = dict(warmup=1, min_runs=3, min_seconds=0.0) if bench.quick else dict(
                 warmup=profile.warmup_runs, min_runs=profile.min_runs, min_seconds=profile.min_seconds)

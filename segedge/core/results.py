@@ -66,6 +66,7 @@ COLUMNS = {
     "identity": "TEXT",
     "data_fingerprint": "TEXT",  # sha256 (16 hex) of the evaluation files the row was scored on
     "model_fingerprint": "TEXT",  # sha256 (16 hex) of the model's file or weights and code
+    "classes": "TEXT",  # the model's class names (JSON list): what the report names each score by
 }
 RESUME_KEY = ("machine_id", "profile", "model", "precision", "height", "width", "batch")
 STATUS_MARK = {"ok": "✅", "drop": "❎", "uncertain": "❔", "failed": "❌", "pruned": "✂"}

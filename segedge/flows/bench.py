@@ -412,6 +412,7 @@ def _measure_one(profile: Profile, export: ExportConfig, precision: str, config:
         "eval_images": count, "parity_miou": parity["miou"], "parity_drop": parity["miou_drop_points"],
         "parity_agreement": parity["argmax_agreement"],
         "artifact": str(artifact), "artifact_sha256": stage_digest(stage),
+        "classes": json.dumps(list(result.manifest.get("class_names") or [])),
         "variant": backend.variant(precision, profile) or None,
         **({"int8_graph": _int8_graph(export)} if precision == "int8" else {}),
     }

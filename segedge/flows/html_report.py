@@ -165,6 +165,22 @@ def _machines_html(rows: list[dict]) -> str:
     return f'<div class="machines">{"".join(cards)}</div>'
 
 
+def _classes_html(rows: list[dict]) -> str:
+    """Each model's class names as its rows recorded them (a Hugging Face model's id2label, a classes.txt)."""
+    seen: dict[str, list[str]] = {}
+    for row in rows:
+        try:
+            names = json.loads(row.get("classes") or "[]")
+        except (TypeError, ValueError):
+            continue
+        if isinstance(names, list) and names:
+            seen.setdefault(str(row.get("model")), [str(n) for n in names])
+    if not seen:
+        return ""
+    items = "".join(f"<dt>{_e(model)}</dt><dd>{_e(', '.join(names))}</dd>" for model, names in sorted(seen.items()))
+    return f'<section id="classes"><h2>Classes</h2><dl>{items}</dl></section>'
+
+
 def _table_html(rows: list[dict], picked: set[int]) -> str:
     head = "".join(f'<th scope="col" data-type="{kind}"><button type="button">{_e(title)}</button></th>'
                    for title, kind, _, _ in COLUMNS)
@@ -257,6 +273,7 @@ against the FP32 reference (positive = worse), with their 95 % paired-bootstrap 
 <section id="table"><h2>Results</h2><p class="muted">Click a column header to sort by it; click again to reverse.
 ✅ within tolerance · ❎ drop beyond tolerance · ❔ uncertain (too few images) · ❌ failed · ★ on the Pareto front.</p>
 {_table_html(rows, picked)}</section>
+{_classes_html(rows)}
 {plot}
 {overlay_section}
 <script>{SCRIPT}</script>

@@ -347,6 +347,7 @@ def _score_and_measure(candidate: Candidate, profile: Profile, backend, machine:
            "drop_low": interval.low, "drop_high": interval.high, "argmax_agreement": report.argmax_agreement,
            "eval_images": report.images, "artifact": str(candidate.artifact),
            "artifact_sha256": stage_digest(candidate.manifest["stages"][candidate.stage]),
+           "classes": json.dumps(list(candidate.manifest.get("class_names") or [])),
            "variant": f"ship: scored at {candidate.full[0]}x{candidate.full[1]} against FP32 there",
            "status": "drop" if interval.low > config.max_drop else ("ok" if interval.high <= config.max_drop else "uncertain")}
     if candidate.fate == "over drop":

@@ -413,3 +413,11 @@ def test_browser_sorts_by_clicked_header_and_shows_the_figures(browser, exported
     assert "cpu: ship" in browser.find_element(By.ID, "pick").text
     shot = tmp_path / "report.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+
+
+def test_each_models_class_names_are_shown_as_its_rows_recorded_them():
+    named = [dict(r, classes=json.dumps(["background", "nucleus", "cytoplasm"])) if r["model"] == "alpha" else r
+             for r in rows()]
+    text = build_html(named)
+    assert '<section id="classes">' in text and "<dt>alpha</dt><dd>background, nucleus, cytoplasm</dd>" in text
+    assert '<section id="classes">' not in build_html(rows())  # rows that recorded none: no section

@@ -156,6 +156,10 @@ def test_bench_rows_score_the_model_as_transformers_runs_it(hf_dir, shore, artif
     assert all(r["status"] != "failed" for r in rows.values())
     manifest = json.loads((Path(rows["int8"]["artifact"]).parent / "manifest.json").read_text())
     assert manifest["class_names"] == list(NAMES)
+    assert all(json.loads(r["classes"]) == list(NAMES) for r in rows.values())  # what the report names them by
+    from segedge.flows.html_report import build_html
+
+    assert f"<dd>{', '.join(NAMES)}</dd>" in build_html(list(rows.values()))  # the HF class names in the report
 
     want = expected_miou(hf_dir, shore, MEAN, STD)
     assert 0.5 < want < 0.98  # a figure that can fail: neither trivial nor perfect

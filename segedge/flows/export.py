@@ -265,6 +265,7 @@ class CalibrationSetup:
     calib_set: object
     ranges_cache: Path
     threads: int
+    int8_config: Int8Config | None = None  # the config's, with the count the calibration split can give
 
 
 def calibration_feed(calib_set, spec, icfg: Int8Config, io: ModelIO | None = None) -> tuple[Callable[[], Iterator[np.ndarray]], dict]:
@@ -285,14 +286,11 @@ def calibration_setup(config: ExportConfig, exported: "ExportResult", log: Log =
     source = resolve_source(config, log)
     size = tuple(exported.manifest["config"]["input_size"])
     eval_set, calib_set, _ = evaluation_sets(config.data, size, config.seed, calib_data=config.calib_data)
-    if len(calib_set) < config.int8_config.calib_images:
-        raise CalibrationError(
-            f"calibration set has {len(calib_set)} images but {config.int8_config.calib_images} were asked for; "
-            f"lower --calib-images to at most {len(calib_set)}"
-        )
+    # the default count shrinks to a smaller split (said); a count the user gave that it cannot give is refused
+    icfg = with_calibration_count(replace(config, precisions=("int8",)), calib_set, log).int8_config
     sim_sha = exported.manifest["stages"]["sim"]["sha256"]
-    return CalibrationSetup(source, eval_set, calib_set, ranges_cache_path(exported.directory, config.int8_config, sim_sha, config.calib_data),
-                            config.threads or os.cpu_count() or 1)
+    return CalibrationSetup(source, eval_set, calib_set, ranges_cache_path(exported.directory, icfg, sim_sha, config.calib_data),
+                            config.threads or os.cpu_count() or 1, icfg)
 
 
 def with_calibration_count(config: ExportConfig, calib_set, log: Log) -> ExportConfig:

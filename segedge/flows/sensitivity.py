@@ -39,7 +39,7 @@ def model_sensitivity(config: ExportConfig, block_depth: int | None = None, log:
     fp32 = export_model(replace(config, precisions=()), log=log, progress=progress)
     setup = calibration_setup(config, fp32, log=log)
     reference = reference_for(setup.source, setup.eval_set, fp32.manifest["config"]["eval"]["images"], setup.threads)
-    icfg = int8_config_for(config.int8_config, setup.source.spec)  # the op set the export would quantize with
+    icfg = int8_config_for(setup.int8_config, setup.source.spec)  # the op set the export would quantize with
 
     calibration_inputs, _ = calibration_feed(setup.calib_set, setup.source.spec, icfg, setup.source.io)
     with calibrated_graph(fp32.file("sim"), calibration_inputs, icfg, len(setup.calib_set),

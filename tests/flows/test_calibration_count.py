@@ -65,3 +65,21 @@ def test_a_small_training_split_calibrates_on_what_it_has_unless_a_count_was_ask
         assert main([*argv, "--calib-images", asked]) == 1
         err = capsys.readouterr().err.strip()
         assert f"calibration set has 4 images but {asked} were asked for" in err and len(err.splitlines()) == 1
+
+
+def test_sensitivity_on_a_small_training_split_calibrates_on_what_it_has(tmp_path):
+    """Layer sensitivity shared export's refusal of a 4-image split ("32 were asked for") with nobody asking."""
+    from segedge.flows.export import ExportConfig
+    from segedge.flows.sensitivity import model_sensitivity
+
+    from onnx import version_converter
+
+    root = small_folder(tmp_path / "data")
+    model = tmp_path / "m13.onnx"  # opset 13: sensitivity quantizes the graph as it is (no opset conversion there)
+    onnx.save(version_converter.convert_version(onnx.load(str(luma_threshold(tmp_path / "m.onnx"))), 13), str(model))
+    config = ExportConfig(model="", onnx=model, data=f"folder:{root}", mean=(0.0,),
+                          std=(1.0,), store=tmp_path / "store", threads=1)
+    said = []
+    report = model_sensitivity(config, log=said.append)
+    assert any("calibration uses the 4 images" in line for line in said)
+    assert report.full_int8.images == 3  # scored on the 3 held-out images

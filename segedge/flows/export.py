@@ -471,7 +471,7 @@ def export_model(config: ExportConfig, log: Log = lambda _: None, progress: bool
 
                 started = time.perf_counter()
                 calibration_inputs, selection = calibration_feed(calib_set, spec, icfg, source.io)
-                quant_source, opsets = _quantizable(sim_path, candidate)
+                quant_source, opsets = quantizable_graph(sim_path, candidate)
                 with tqdm(total=icfg.calib_images, desc="calibrating INT8", unit="img", disable=not progress) as bar:
                     with calibrated_graph(quant_source, calibration_inputs, icfg, available_images=len(calib_set),
                                           ranges_cache=ranges, progress=lambda n: bar.update(n - bar.n)) as graph:
@@ -566,7 +566,7 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _quantizable(sim_path: Path, candidate: Path) -> tuple[Path, dict | None]:
+def quantizable_graph(sim_path: Path, candidate: Path) -> tuple[Path, dict | None]:
     """The graph to quantize: ``sim_path`` itself, or, below the opset onnxruntime's quantizer writes (per-axis
     Q/DQ need 13), a copy converted by onnx's version converter; returns (graph, {given, quantized} or None)."""
     import onnx

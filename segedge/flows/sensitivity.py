@@ -13,6 +13,7 @@ from pathlib import Path
 from segedge.core.artifacts import scratch_dir
 from segedge.flows.export import (
     ExportConfig,
+    quantizable_graph,
     calibration_feed,
     calibration_setup,
     export_model,
@@ -42,8 +43,10 @@ def model_sensitivity(config: ExportConfig, block_depth: int | None = None, log:
     icfg = int8_config_for(setup.int8_config, setup.source.spec)  # the op set the export would quantize with
 
     calibration_inputs, _ = calibration_feed(setup.calib_set, setup.source.spec, icfg, setup.source.io)
-    with calibrated_graph(fp32.file("sim"), calibration_inputs, icfg, len(setup.calib_set),
-                          ranges_cache=setup.ranges_cache) as graph:
+    with scratch_dir("sensitivity-opset") as converted, \
+            calibrated_graph(quantizable_graph(fp32.file("sim"), Path(converted) / "sim.onnx")[0], calibration_inputs, icfg,
+                             len(setup.calib_set), ranges_cache=setup.ranges_cache) as graph:
+        # an ONNX below opset 13 is quantized from onnx's converted copy, as the export's INT8 stage does
         scopes = torch_scopes(fp32.file("onnx"), graph.source)
         groups = blocks(graph, scopes, block_depth) if block_depth else None
         with scratch_dir("sensitivity") as work:

@@ -83,3 +83,16 @@ def test_sensitivity_on_a_small_training_split_calibrates_on_what_it_has(tmp_pat
     report = model_sensitivity(config, log=said.append)
     assert any("calibration uses the 4 images" in line for line in said)
     assert report.full_int8.images == 3  # scored on the 3 held-out images
+
+
+def test_sensitivity_of_an_opset_12_onnx_quantizes_its_converted_copy(tmp_path):
+    """Export converts an ONNX below opset 13 before INT8; sensitivity quantized it as it was and onnx's checker
+    refused the per-axis DequantizeLinear it wrote ("Unrecognized attribute: axis")."""
+    from segedge.flows.export import ExportConfig
+    from segedge.flows.sensitivity import model_sensitivity
+
+    root = small_folder(tmp_path / "data")
+    config = ExportConfig(model="", onnx=luma_threshold(tmp_path / "m.onnx"), data=f"folder:{root}", mean=(0.0,),
+                          std=(1.0,), store=tmp_path / "store", threads=1)
+    report = model_sensitivity(config)
+    assert report.full_int8.images == 3 and report.full_int8.argmax_agreement > 0.9

@@ -208,18 +208,32 @@ def ship_search(profile: Profile, backend_name: str, machine: Machine, config: S
         for candidate in survivors:
             if out_of_time():
                 break
-            if not config.exhaustive and result.pick is not None and candidate.quick_ms > result.pick.row["median_ms"]:
-                settle(candidate, "slower than the pick", f"its fastest quick run ({candidate.quick_ms:.1f} ms) is slower "
-                       f"than {result.pick.label}'s median ({result.pick.row['median_ms']:.1f} ms)")
-                continue
+            found = None
             try:
-                _score_and_measure(candidate, profile, backend, machine, bench, config, threads, scheme, references,
-                                   store, log)
+                found = _measured_before(candidate, profile, bench, threads, scheme, machine, references, store)
             except KeyboardInterrupt:
                 raise
             except Exception as exc:
                 settle(candidate, "failed", _reason(exc))
                 continue
+            if found is not None:
+                log(f"{candidate.label}: measured before under the same identity (reused)")
+                candidate.row = found
+                if found.get("reason"):
+                    candidate.fate, candidate.why = "over drop", found["reason"]
+            elif not config.exhaustive and result.pick is not None and candidate.quick_ms > result.pick.row["median_ms"]:
+                settle(candidate, "slower than the pick", f"its fastest quick run ({candidate.quick_ms:.1f} ms) is slower "
+                       f"than {result.pick.label}'s median ({result.pick.row['median_ms']:.1f} ms)")
+                continue
+            if found is None:
+                try:
+                    _score_and_measure(candidate, profile, backend, machine, bench, config, threads, scheme,
+                                       references, store, log)
+                except KeyboardInterrupt:
+                    raise
+                except Exception as exc:
+                    settle(candidate, "failed", _reason(exc))
+                    continue
             row = candidate.row
             if candidate.fate == "over drop" or row.get("median_ms") is None:
                 settle(candidate, "over drop", candidate.why or row.get("reason") or "its drop is over the limit")
@@ -296,6 +310,30 @@ def resized_reference(reference: Reference, size: tuple[int, int], manifest: dic
                    images=images)
 
 
+def _scored(candidate: Candidate, full_export, references: dict) -> tuple[int, dict]:
+    """What decides the candidate's figures besides the build (the model's fingerprints), once per model."""
+    what = ("scored", candidate.source.name, candidate.full)
+    if what not in references:
+        references[what] = _what_is_scored(full_export, candidate.full)
+    return references[what]
+
+
+def _identity(candidate: Candidate, profile: Profile, threads: int, machine: Machine, count: int, scored: dict) -> str:
+    return row_identity(profile, replace(candidate.export, input_size=candidate.size), candidate.precision, scored,
+                        count, threads, machine) + f"-ship@{candidate.full[0]}x{candidate.full[1]}"
+
+
+def _measured_before(candidate: Candidate, profile: Profile, bench: BenchConfig, threads: int, scheme: str,
+                     machine: Machine, references: dict, store: ResultsStore) -> dict | None:
+    """The finished row of this candidate under the same identity, if a run before measured it. Looked up before
+    any pruning, so a rerun reuses what it measured whatever the noise in this run's quick times."""
+    if bench.force:
+        return None
+    full_export = export_config_for(profile, candidate.source, "fp32", candidate.full, bench, threads, scheme)
+    count, scored = _scored(candidate, full_export, references)
+    return store.finished_row(_identity(candidate, profile, threads, machine, count, scored))
+
+
 def _score_and_measure(candidate: Candidate, profile: Profile, backend, machine: Machine, bench: BenchConfig,
                        config: ShipConfig, threads: int, scheme: str, references: dict, store: ResultsStore,
                        log) -> None:
@@ -303,20 +341,10 @@ def _score_and_measure(candidate: Candidate, profile: Profile, backend, machine:
     it with the profile's runs; the row goes to the store. A row already measured under the same identity is reused."""
     full_export = export_config_for(profile, candidate.source, "fp32", candidate.full, bench, threads, scheme)
     reference = _reference(full_export, references, threads, log)
-    what = ("scored", candidate.source.name, candidate.full)
-    if what not in references:  # the model's fingerprints, once per model
-        references[what] = _what_is_scored(full_export, candidate.full)
-    count, scored = references[what]
-    identity = row_identity(profile, replace(candidate.export, input_size=candidate.size), candidate.precision, scored,
-                            count, threads, machine) + f"-ship@{candidate.full[0]}x{candidate.full[1]}"
+    count, scored = _scored(candidate, full_export, references)
+    identity = _identity(candidate, profile, threads, machine, count, scored)
     key = dict(machine_id=machine.machine_id, profile=profile.name, model=candidate.source.name,
                precision=candidate.precision, height=candidate.size[0], width=candidate.size[1], batch=1)
-    if not bench.force:
-        found = store.finished_row(identity)
-        if found is not None:
-            log(f"{candidate.label}: measured before under the same identity (reused)")
-            candidate.row = found
-            return
     runner = _runner_for(candidate, profile, backend, bench, threads, scheme)
     total = len(reference.inputs)
     with runner:

@@ -65,6 +65,7 @@ def staged(monkeypatch):
 
     monkeypatch.setattr(ship_flow, "_quick_time", quick)
     monkeypatch.setattr(ship_flow, "_score_and_measure", score)
+    monkeypatch.setattr(ship_flow, "_measured_before", lambda *_: None)  # nothing measured before: no store here
     return plan
 
 
@@ -136,7 +137,8 @@ def test_the_time_limit_stops_cleanly_with_what_was_measured(staged, tiny_checkp
 
 # the whole command on a tiny U-Net ---------------------------------------------------------------------------
 
-def test_ship_hands_over_a_bundle_the_predictor_runs_as_it_was_measured(tiny_checkpoint, profile, tmp_path, capsys):
+def test_ship_hands_over_a_bundle_the_predictor_runs_as_it_was_measured(tiny_checkpoint, profile, tmp_path, capsys,
+                                                                         monkeypatch):
     assert ship(tmp_path, profile, tiny_checkpoint, "--budget-ms", "10000", "--max-drop", "100",
                 "--sizes", "64x128,32x64", "--precisions", "fp32,int8") == 0
     out = capsys.readouterr().out
@@ -154,10 +156,17 @@ def test_ship_hands_over_a_bundle_the_predictor_runs_as_it_was_measured(tiny_che
     with Predictor(bundle) as from_bundle, Predictor(source, precision=shipped["precision"]) as from_artifact:
         assert from_bundle.size == tuple(shipped["input_size"])
         np.testing.assert_array_equal(from_bundle(frame), from_artifact(frame))
-    # a rerun reuses every row measured under the same identity
+    # a rerun reuses every row measured under the same identity, whatever this run's quick times say: the first
+    # run's pick, made to look slowest now, is reused, not pruned as slower than another candidate
+    import segedge.flows.ship as ship_flow
+
+    picked = f"unet {shipped['input_size'][0]}x{shipped['input_size'][1]} {shipped['precision']}"
+    quick = ship_flow._quick_time
+    monkeypatch.setattr(ship_flow, "_quick_time",
+                        lambda candidate, *a: max(quick(candidate, *a), 5000.0 if candidate.label == picked else 0.0))
     assert ship(tmp_path, profile, tiny_checkpoint, "--budget-ms", "10000", "--max-drop", "100",
                 "--sizes", "64x128,32x64", "--precisions", "fp32,int8") == 0
-    assert "(reused)" in capsys.readouterr().err
+    assert f"{picked}: measured before under the same identity (reused)" in capsys.readouterr().err
 
 
 def test_nothing_within_both_limits_is_one_line_and_writes_nothing(tiny_checkpoint, profile, tmp_path, capsys):

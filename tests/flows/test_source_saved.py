@@ -157,15 +157,24 @@ def test_bench_quick_gives_fp32_and_int8_rows_for_a_torchscript_module(blobs, tm
     assert rows["fp32"]["miou"] == pytest.approx(rows["fp32"]["reference_miou"], abs=1e-6)
 
 
-def test_bench_names_the_size_a_fixed_program_takes_when_the_profile_asks_another(blobs, tmp_path, capsys):
-    """Without --input-size bench asks for the profile's 512x1024: the row fails saying which size to give."""
+def test_bench_runs_a_fixed_program_at_its_own_size_and_names_it_when_asked_another(blobs, tmp_path, capsys):
+    """Without --input-size a torch.export program runs at the size it was exported for, not the profile's
+    512x1024; --input-size for another size fails the row saying which size to give."""
     model = save(tmp_path / "fixed.pt2", "export")
-    code = main(["bench", "--profile", "cpu", "--precisions", "fp32", "--quick", "--model", str(model), "--data",
-                 f"folder:{blobs}", "--results", str(tmp_path / "r.sqlite"), "--out", str(tmp_path / "export")])
+    store = tmp_path / "r.sqlite"
+    args = ["bench", "--profile", "cpu", "--precisions", "fp32", "--quick", "--model", str(model), "--data",
+            f"folder:{blobs}", "--results", str(store), "--out", str(tmp_path / "export")]
+    code = main(args)
+    out, err = capsys.readouterr()
+    assert code == 0 and "Traceback" not in out + err, err
+    with ResultsStore(store) as results:
+        (row,) = results.rows()
+    assert (row["height"], row["width"]) == SIZE, row
+    main(args[:-4] + ["--input-size", "64x64", "--results", str(tmp_path / "r2.sqlite"), "--out",
+                      str(tmp_path / "export2")])
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
-    assert ("fixed.pt2 was exported for a 1x3x32x64 input and cannot run at 512x1024: give --input-size 32x64" in
-            out + err)
+    assert "fixed.pt2 was exported for a 1x3x32x64 input and cannot run at 64x64: give --input-size 32x64" in out + err
 
 
 def test_files_that_hold_no_module_are_refused_by_what_they_hold(blobs, tmp_path, capsys):

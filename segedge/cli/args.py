@@ -170,7 +170,7 @@ def local_only(action: argparse.Action) -> argparse.Action:
 
 # shared groups ------------------------------------------------------------------------------------------
 
-DATA_KINDS = "synthetic, or KIND:ROOT (cityscapes, voc, ade20k, camvid, folder, auto)"
+DATA_KINDS = "synthetic, or KIND:ROOT (cityscapes, voc, ade20k, camvid, folder, packed, auto)"
 
 
 def add_source(p: argparse.ArgumentParser, *, model_help: str, required: bool = False, own: bool = True,

@@ -38,7 +38,7 @@ from segedge.data.transforms import to_8bit
 
 IGNORE_INDEX: int = 255
 
-KINDS: tuple[str, ...] = ("cityscapes", "voc", "ade20k", "camvid", "folder", "synthetic")
+KINDS: tuple[str, ...] = ("cityscapes", "voc", "ade20k", "camvid", "folder", "packed", "synthetic")
 DEFAULT_SYNTHETIC_LENGTH: int = 200
 DEFAULT_HOLDOUT = 0.25  # of a folder without splits/: the evaluation images; the rest train and calibrate
 
@@ -819,6 +819,8 @@ def detect_layout(root: str | Path) -> str:
         return "camvid"
     if (root / "images").is_dir() and (root / "masks").is_dir():
         return "folder"
+    if (root / "segedge-split.json").is_file():
+        return "packed"
     found = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())[:12]
     raise DatasetError(
         f"cannot tell the dataset layout of {root}: expected leftImg8bit/ + gtFine/ (cityscapes), "
@@ -832,6 +834,11 @@ def detect_layout(root: str | Path) -> str:
 def train_and_val(kind: str, root: str | Path, size: tuple[int, int] | None = None):
     """(train, val, holdout) of a real dataset: ``holdout`` is the fraction a ``folder`` without ``splits/`` lists
     holds out for evaluation (:data:`DEFAULT_HOLDOUT`), else None."""
+    if kind.lower() == "packed":  # the evaluation images only: INT8 was calibrated where they were packed
+        from segedge.data.packed import NoCalibrationSplit
+
+        val = open_dataset(kind, root, "val", size)
+        return NoCalibrationSplit(val), val, None
     train = open_dataset(kind, root, "train", size)
     val = open_dataset(kind, root, "val", size)
     return train, val, getattr(val, "holdout", None)
@@ -881,4 +888,8 @@ def open_dataset(
         raise DatasetError(f"dataset kind {key!r} needs a root folder")
     if key == "folder":
         return SegmentationFolder(root, split, size, holdout=holdout)
+    if key == "packed":
+        from segedge.data.packed import PackedSplit
+
+        return PackedSplit(root, split, size)
     return _LOADERS[key](root, split, size)

@@ -19,7 +19,7 @@ def data_fingerprint(dataset, count: int | None = None) -> str:
     size it is read at. Files are hashed once per process while unchanged."""
     count = len(dataset) if count is None else min(count, len(dataset))
     digest = hashlib.sha256()
-    head = {"kind": type(dataset).__name__, "split": getattr(dataset, "split", None), "images": count,
+    head = {"kind": getattr(dataset, "fingerprint_kind", type(dataset).__name__), "split": getattr(dataset, "split", None), "images": count,
             "size": list(getattr(dataset, "size", None) or ()), "classes": list(getattr(dataset, "class_names", ()))}
     samples = getattr(dataset, "samples", None)
     if samples is None:  # generated scenes: the seed decides every pixel

@@ -311,7 +311,7 @@ def add_store(p: argparse.ArgumentParser, help: str = "artifact store (default .
 REMOTE_FLAGS = ("remote", "remote_segedge", "remote_dir", "ssh_config")
 
 
-def add_remote(p: argparse.ArgumentParser) -> None:
+def add_remote(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     from segedge.flows.remote import DEFAULT_REMOTE_DIR, SSH_CONFIG_ENV
 
     g = p.add_argument_group("on a device over ssh")
@@ -321,6 +321,7 @@ def add_remote(p: argparse.ArgumentParser) -> None:
                    "(default: segedge on the ssh session's PATH)")
     g.add_argument("--remote-dir", metavar="DIR", help=f"the device's content-addressed cache (default {DEFAULT_REMOTE_DIR})")
     g.add_argument("--ssh-config", metavar="FILE", help=f"ssh -F FILE (default ${SSH_CONFIG_ENV}, else ssh's own)")
+    return g
 
 
 # --remote: the same command on the device -----------------------------------------------------------------

@@ -6,8 +6,8 @@ import argparse
 import re
 from pathlib import Path
 
-from segedge.cli.args import (DATA_KINDS, add_own_model, add_remote, add_sweep, checkpoint_map, class_names,
-                              comma_list, local_only, log, positive_int)
+from segedge.cli.args import (DATA_KINDS, add_own_model, add_remote, add_sweep, class_names, local_only, log,
+                              positive_int)
 from segedge.core.errors import SegedgeError
 
 
@@ -35,10 +35,15 @@ def add_parser(sub) -> None:
     g.add_argument("--quantize-classifier", action="store_true", help="INT8 rows quantize the classifier too "
                    "(default: it stays float; a model whose only layer is its classifier then stays FP32)")
     add_own_model(g)
+    # the workstation's side of a --remote bench, for the device: not for users
+    g.add_argument("--expect-data-fingerprint", type=_expected_data, help=argparse.SUPPRESS)
+    g.add_argument("--data-label", help=argparse.SUPPRESS)
     local_only(p.add_argument("--out", default="export", help="artifact store (with --remote: where the ONNX artifacts are exported here)"))
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--dry-run", action="store_true", help="only check that the profile runs on this machine, and with which backend")
-    add_remote(p)
+    add_remote(p).add_argument(
+        "--device-data", metavar="KIND:ROOT", help="with --remote and --data: the device's own copy of the same files "
+        "(checked against the data scored here before any row; default: the evaluation split is sent, once)")
     p.set_defaults(func=run)
 
 
@@ -53,17 +58,30 @@ def run(args: argparse.Namespace) -> int:
     sources = _own_sources(args)
     given = args.models or ("" if sources else "bisenet")
     models = tuple(get_spec(m.strip()).name for m in given.split(",") if m.strip())
-    if args.remote and (sources or args.data != "synthetic"):
-        raise SegedgeError("--remote benches zoo models on the built-in scenes; run segedge on the device itself for "
-                           "--onnx, --model or --data")
+    own_names = {s.name for s in sources}
+    zoo_checkpoints = {get_spec(k).name: v for k, v in _checkpoints(args).items() if k not in own_names}
+
+    def config_for(precisions: tuple[str, ...], eval_images: int | None) -> BenchConfig:
+        return BenchConfig(
+            models=models, precisions=precisions, input_size=args.input_size,
+            store=Path(args.results), artifacts=Path(args.out), eval_images=eval_images,
+            quick=args.quick, force=args.force, checkpoints=zoo_checkpoints,
+            sources=sources, data=args.data, calib_data=args.calib_data, calib_images=args.calib_images,
+            quantize_classifier=args.quantize_classifier,
+            mean=args.mean, std=args.std, num_classes=args.num_classes, class_names=class_names(args.classes),
+            layout=args.layout.upper() if args.layout else None, output=args.output, threshold=args.threshold,
+            output_key=args.output_key, expect_data=args.expect_data_fingerprint, data_label=args.data_label,
+        )
+
+    if args.device_data and not args.remote:
+        raise SegedgeError("--device-data names the data's copy on a --remote device; here give --data KIND:ROOT")
     if args.remote:
         from segedge.cli.args import ssh_target
         from segedge.flows.remote import bench_on_device
 
-        rows, code = bench_on_device(
-            ssh_target(args), args.profile, models, comma_list(args.precisions), args.input_size, args.eval_images,
-            args.quick, args.force, checkpoint_map(args.checkpoint), Path(args.results), Path(args.out), log=log,
-            progress=not args.quiet)
+        precisions = parse_precisions(args.precisions) if args.precisions else ()
+        rows, code = bench_on_device(ssh_target(args), args.profile, config_for(precisions, args.eval_images), log=log,
+                                     progress=not args.quiet, device_data=args.device_data)
         if rows:
             print(render(rows, "md"), end="")
         print(f"results in {args.results}")
@@ -76,19 +94,7 @@ def run(args: argparse.Namespace) -> int:
               f"INT8 scheme {profile.int8_scheme_on(backend, machine)}")
         return 0
     precisions = parse_precisions(args.precisions) if args.precisions else profile.precisions
-    eval_images = args.eval_images or (4 if args.quick and args.data == "synthetic" else None)
-    own_names = {s.name for s in sources}
-    zoo_checkpoints = {get_spec(k).name: v for k, v in _checkpoints(args).items() if k not in own_names}
-    config = BenchConfig(
-        models=models, precisions=precisions, input_size=args.input_size,
-        store=Path(args.results), artifacts=Path(args.out), eval_images=eval_images,
-        quick=args.quick, force=args.force, checkpoints=zoo_checkpoints,
-        sources=sources, data=args.data, calib_data=args.calib_data, calib_images=args.calib_images,
-        quantize_classifier=args.quantize_classifier,
-        mean=args.mean, std=args.std, num_classes=args.num_classes, class_names=class_names(args.classes),
-        layout=args.layout.upper() if args.layout else None, output=args.output, threshold=args.threshold,
-        output_key=args.output_key,
-    )
+    config = config_for(precisions, args.eval_images or (4 if args.quick and args.data == "synthetic" else None))
     log(f"profile {profile.name} on {machine.describe()} with {backend}")
     rows = run_sweep(profile, backend, machine, config, log=log, progress=not args.quiet)
     if rows:
@@ -96,6 +102,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"results in {config.store}")
     _figures(config.store, profile.name, machine.machine_id)
     return 0 if all(r["status"] != "failed" and "unsaved" not in r for r in rows) else 1
+
+
+def _expected_data(text: str) -> dict[tuple[int, int], str]:
+    """``HxW=FINGERPRINT[,HxW=FINGERPRINT]``: what the workstation scored at each input size."""
+    expected = {}
+    for item in text.split(","):
+        size, _, fingerprint = item.partition("=")
+        match = re.fullmatch(r"(\d+)x(\d+)", size)
+        if not match or not re.fullmatch(r"[0-9a-f]{16}", fingerprint):
+            raise argparse.ArgumentTypeError(f"expected HxW=FINGERPRINT, got {item!r}")
+        expected[(int(match.group(1)), int(match.group(2)))] = fingerprint
+    return expected
 
 
 def _figures(store_path: Path, profile: str, machine_id: str) -> None:

@@ -89,6 +89,10 @@ class BenchConfig:
     output: str | None = None
     threshold: float = 0.5
     output_key: str | None = None
+    # set by the workstation of a --remote bench: the data fingerprint it scored at each input size (the device
+    # refuses, before measuring, data that is not the same), and how its rows name the data
+    expect_data: dict[tuple[int, int], str] | None = None
+    data_label: str | None = None
 
     def all_sources(self) -> tuple[BenchSource, ...]:
         zoo = tuple(BenchSource(get_spec(m).name, model=get_spec(m).name, checkpoint=self.checkpoints.get(get_spec(m).name))
@@ -138,12 +142,14 @@ def run_sweep(
                 except Exception as exc:  # this model's rows fail with the reason; the sweep goes on
                     sizes[source.name] = tuple(export.input_size or profile.input_size)
                     refused[source.name] = _reason(exc)
+                if source.name not in refused and config.expect_data is not None:
+                    require_expected_data(config, sizes[source.name], seen[source.name]["data"])
             height, width = sizes[source.name]
             key = dict(machine_id=machine.machine_id, profile=profile.name, model=source.name,
                        precision=precision, height=height, width=width, batch=batch)
             if source.name in refused:  # never resumed, never scored: a failed row that says why
                 row = {**key, "machine": machine.fingerprint(), "backend": backend, "threads": threads,
-                       "quick": int(config.quick), "data": config.data, "status": "failed",
+                       "quick": int(config.quick), "data": config.data_label or config.data, "status": "failed",
                        "reason": refused[source.name]}
                 _save(store, row, rows, config, log)
                 continue
@@ -156,7 +162,7 @@ def run_sweep(
                 continue
             row = {**key, "machine": machine.fingerprint(), "backend": backend, "threads": threads,
                    "tolerance": profile.tolerance[precision], "eval_images": config.eval_images,
-                   "quick": int(config.quick), "data": config.data, "identity": identity,
+                   "quick": int(config.quick), "data": config.data_label or config.data, "identity": identity,
                    "data_fingerprint": seen[source.name]["data"], "model_fingerprint": seen[source.name]["model"]}
             with machine_timing_lock(log):
                 if not config.force and store.has_finished(**key, **how):  # measured while we waited
@@ -171,6 +177,17 @@ def run_sweep(
                     row.update(status="failed", reason=_reason(exc))
             _save(store, row, rows, config, log)
     return rows
+
+
+def require_expected_data(config: BenchConfig, size: tuple[int, int], fingerprint: str) -> None:
+    """Refuse, before any row, evaluation data that is not what the workstation scored (another copy, a changed
+    file, another split or class list): its figures would be filed under the workstation's data."""
+    expected = config.expect_data.get(tuple(size))
+    if expected != fingerprint:
+        said = f"fingerprint {expected}" if expected else "no fingerprint at that size"
+        raise SegedgeError(f"the evaluation data here ({config.data}, read at {size[0]}x{size[1]}) is not the data the "
+                           f"workstation scored ({config.data_label or 'its own'}: {said}; here {fingerprint}): nothing "
+                           f"was measured; send the data again or give --device-data a copy of the same files")
 
 
 def _reason(exc: Exception) -> str:

@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -297,26 +297,33 @@ REMOTE_STORE = "results.sqlite"
 REMOTE_EXPORT = "export"
 
 
-def bench_on_device(target: SshTarget, profile_arg: str, models: tuple[str, ...], precisions: tuple[str, ...] | None,
-                    input_size: tuple[int, int] | None, eval_images: int, quick: bool, force: bool,
-                    checkpoints: dict[str, Path], store: Path, artifacts: Path, log: Log,
-                    progress: bool = False) -> tuple[list[dict], int]:
-    """``segedge bench`` on the device; returns (this sweep's rows from the merged local store, exit status).
+def bench_on_device(target: SshTarget, profile_arg: str, config, log: Log, progress: bool = False,
+                    device_data: str | None = None) -> tuple[list[dict], int]:
+    """``segedge bench`` on the device for every model of ``config`` (a :class:`~segedge.flows.bench.BenchConfig`:
+    zoo names, ``--onnx``, ``--model``, ``--artifact``, library sources) on its data; returns (this sweep's rows
+    from the merged local store, exit status).
 
-    Raises :class:`RemoteError` with the device's own one-line message on a refusal, and after a dropped
-    connection (having merged whatever could be fetched).
+    Everything is exported and quantized here (calibration from the training split here, in the device's INT8
+    scheme) and runs there as ``bench --artifact``. Real data travels as a packed split (``--data packed:DIR``, :class:`segedge.data.datasets.PackedSplit`),
+    content-addressed, so a second run sends no data bytes; ``device_data`` (KIND:ROOT on the device) names a copy
+    already there instead. Either way the device refuses, before any row, data whose fingerprint is not the one
+    scored here. Raises :class:`RemoteError` with the device's own one-line message on a refusal, and after a
+    dropped connection (having merged whatever could be fetched).
     """
     from segedge.backends.profiles import load_profile_file
     from segedge.core.precision import parse_precisions
 
     profile_path = profile_file_for(profile_arg)
     profile = load_profile_file(profile_path)
-    precisions = parse_precisions(precisions or profile.precisions)
-    size = input_size or profile.input_size
-    eval_images = 4 if quick else (eval_images or 8)  # the device benches the built-in scenes
-    for model, path in checkpoints.items():
-        if not path.is_file():
-            raise SegedgeError(f"checkpoint {path} for {model} does not exist (it is copied to the device)")
+    precisions = parse_precisions(config.precisions or profile.precisions)
+    synthetic = config.data == "synthetic"
+    if device_data is not None and synthetic:
+        raise SegedgeError("--device-data names the device's copy of --data KIND:ROOT: give --data as well")
+    eval_images = config.eval_images or (4 if config.quick and synthetic else None)
+    config = replace(config, precisions=precisions, eval_images=eval_images)
+    for source in config.all_sources():
+        if source.checkpoint is not None and not source.checkpoint.is_file():
+            raise SegedgeError(f"checkpoint {source.checkpoint} for {source.name} does not exist")
 
     check_remote_version(target)
     with tempfile.TemporaryDirectory(prefix="segedge-remote-") as scratch:
@@ -332,35 +339,77 @@ def bench_on_device(target: SshTarget, profile_arg: str, models: tuple[str, ...]
         int8_scheme = device_int8_scheme(said, profile)
 
         remote_args = ["bench", "--profile", remote_profile, "--precisions", ",".join(precisions),
-                       "--eval-images", str(eval_images), "--results", REMOTE_STORE, "--out", REMOTE_EXPORT, "--quiet"]
-        remote_args += ["--quick"] if quick else []
-        remote_args += ["--force"] if force else []
-        shipment = Shipment()
-        rebuild = []  # models whose export failed here: the device tries them itself (it needs torch for that)
-        for model in models:
-            remote_dir, remote_ckpt = _export_here(profile, model, precisions, size, eval_images, checkpoints.get(model),
-                                                   artifacts, shipment, scratch, log, progress, int8_scheme)
+                       "--results", REMOTE_STORE, "--out", REMOTE_EXPORT, "--quiet"]
+        remote_args += ["--quick"] if config.quick else []
+        remote_args += ["--force"] if config.force else []
+        shipment, data_shipment = Shipment(), Shipment()
+        rebuild, expected, not_sent, count = [], {}, {}, None
+        for source in config.all_sources():
+            try:
+                remote_dir, remote_ckpt, scored = _export_here(profile, source, config, artifacts=config.artifacts,
+                                                               shipment=shipment, scratch=scratch, log=log,
+                                                               progress=progress, int8_scheme=int8_scheme)
+            except SegedgeError as exc:  # this model cannot be measured anywhere: said, the others go on
+                not_sent[source.name] = str(exc)
+                log(f"❌ {source.name}: {exc}; not sent to {target.host}")
+                continue
             if remote_dir:  # run as exported: the device needs only the light install (no torch)
-                remote_args += ["--artifact", f"{model}={remote_dir}"]
-            else:
-                rebuild.append(model)
+                remote_args += ["--artifact", f"{source.name}={remote_dir}"]
+                (size, count, fingerprint) = scored
+                expected[size] = fingerprint
+            elif source.zoo and synthetic:  # the device tries a zoo model itself (it needs torch for that)
+                rebuild.append(source.model)
                 if remote_ckpt:
-                    remote_args += ["--checkpoint", f"{model}={remote_ckpt}"]
+                    remote_args += ["--checkpoint", f"{source.model}={remote_ckpt}"]
+            else:
+                not_sent[source.name] = "nothing could be exported here"
         if rebuild:
+            size = config.input_size or profile.input_size
             remote_args += ["--models", ",".join(rebuild), "--input-size", f"{size[0]}x{size[1]}"]
+        if not synthetic and expected:  # the built-in scenes are generated there from the seed
+            data_arg = device_data or _pack_data(config, count, data_shipment, scratch)
+            remote_args += ["--data", data_arg, "--data-label", config.data, "--expect-data-fingerprint",
+                            ",".join(f"{h}x{w}={fp}" for (h, w), fp in sorted(expected.items()))]
+        if eval_images or count:
+            remote_args += ["--eval-images", str(eval_images or count)]
+        if not remote_args.count("--artifact") and not rebuild:
+            raise SegedgeError("no model could be sent to " + target.host + ": "
+                               + "; ".join(f"{n}: {why}" for n, why in not_sent.items()))
         ship(target, shipment, log)
-
+        if data_shipment.places:
+            ship(target, data_shipment, lambda line: log(line.replace("files", "data files", 1)))
         log(f"{target.host}: segedge bench --profile {profile.name} (engines are built and timed on the device)")
         run = run_segedge(target, remote_args, log)
-        merged, fetch_error = _fetch_and_merge(target, store, scratch)
+        merged, fetch_error = _fetch_and_merge(target, store := config.store, scratch)
     log(f"merged {merged} new rows from {target.host} into {store}")
-    rows = _rows_of(store, profile.name, models, precisions, size)
+    names = {s.name for s in config.all_sources()}
+    sizes = set(expected) | ({tuple(config.input_size or profile.input_size)} if rebuild else set())
+    rows = [r for r in _rows_of(store, profile.name, names, precisions, config.data)
+            if r.get("data_fingerprint") in expected.values()
+            or (r.get("data_fingerprint") is None or r["model"] in rebuild) and (r["height"], r["width"]) in sizes]
     if run.code == 255 or fetch_error:
         kept = "its finished rows were merged" if not fetch_error else "finished rows stay in its store"
         raise RemoteError(f"lost the connection to {target.host} during the sweep; {kept}: rerun the same command "
                           f"to resume there and fetch the rest")
     _raise_for(target, run, before_rows=False)
-    return rows, run.code
+    return rows, 1 if not_sent else run.code
+
+
+def _pack_data(config, count: int, shipment: Shipment, scratch: Path) -> str:
+    """Add the evaluation split's first ``count`` files and its index to ``shipment``; the device's --data."""
+    from segedge.data.datasets import PACKED_INDEX, pack_index
+    from segedge.flows.export import evaluation_sets
+
+    eval_set, _, _ = evaluation_sets(config.data, None, 0, calib_data=config.calib_data)
+    index, files = pack_index(eval_set, count, config.data)
+    text = (json.dumps(index, indent=1, sort_keys=True) + "\n").encode()
+    import hashlib
+
+    folder = f"data/{hashlib.sha256(text).hexdigest()[:16]}"
+    for local, relative in files:
+        shipment.add_file(local, f"{folder}/{relative}")
+    shipment.add_bytes(text, f"{folder}/{PACKED_INDEX}", scratch)
+    return f"packed:{folder}"
 
 
 def _raise_for(target: SshTarget, run: RemoteRun, before_rows: bool) -> None:
@@ -387,49 +436,56 @@ def device_int8_scheme(dry_run_stdout: list[str], profile) -> str:
     return profile.int8_scheme or get_backend(profile.backend).int8_scheme(None)
 
 
-def _export_here(profile, model: str, precisions, size, eval_images: int, checkpoint: Path | None, artifacts: Path,
-                 shipment: Shipment, scratch: Path, log: Log, progress: bool,
-                 int8_scheme: str) -> tuple[str | None, str | None]:
-    """Export (or reuse) this model's ONNX artifacts here and add them to the shipment.
+def _export_here(profile, source, config, artifacts: Path, shipment: Shipment, scratch: Path, log: Log, progress: bool,
+                 int8_scheme: str) -> tuple[str | None, str | None, tuple | None]:
+    """Export (or reuse) one model's ONNX artifacts here and add them to the shipment.
 
     The device benches the directory as it is (``bench --artifact``): no torch there, nothing rebuilt. Returns
-    (the artifact directory on the device, or None when nothing could be exported here; the checkpoint there).
-    A backend that races INT8 graphs (OpenVINO: NNCF's and segedge's own) gets each exported here.
+    (the artifact directory on the device, or None when a zoo model could not be exported here; its checkpoint
+    there; (the input size, the evaluation image count, the data fingerprint) the device's rows must be scored
+    at, computed as the device's bench computes them for that artifact). A backend that races INT8 graphs
+    (OpenVINO: NNCF's and segedge's own) gets each exported here. A model that is not in the zoo and cannot be
+    exported here raises: nothing else could build it.
     """
-    from segedge.flows.export import export_model
-    from segedge.models.registry import get_spec
-    from segedge.flows.bench import BenchConfig, BenchSource, export_config_for
-
     from segedge.backends.registry import get_backend
+    from segedge.flows.bench import BenchSource, _size_of, _what_is_scored, export_config_for
+    from segedge.flows.export import export_model
 
-    spec = get_spec(model)
-    remote_ckpt = shipment.add_content_addressed(checkpoint, "checkpoints") if checkpoint else None
-    remote_dir = None
+    name = source.name
+    remote_ckpt = (shipment.add_content_addressed(source.checkpoint, "checkpoints")
+                   if source.checkpoint and source.zoo else None)
+    remote_dir, scored = None, None
     schemes = dict.fromkeys((int8_scheme, *(() if profile.int8_scheme else
                                            get_backend(profile.backend).int8_candidates(None))))
-    jobs = [(p, s) for p in precisions for s in (schemes if p == "int8" else (int8_scheme,))]
+    jobs = [(p, s) for p in config.precisions for s in (schemes if p == "int8" else (int8_scheme,))]
+    threads = profile.threads or os.cpu_count() or 1
     for precision, scheme in jobs:
-        bench = BenchConfig(models=(), precisions=(precision,), input_size=size, store=Path("."), artifacts=artifacts,
-                            eval_images=eval_images)
-        config = export_config_for(profile, BenchSource(spec.name, model=spec.name, checkpoint=checkpoint), precision,
-                                   size, bench, profile.threads or os.cpu_count() or 1, scheme)
+        export = export_config_for(profile, source, precision, config.input_size, config, threads, scheme)
         try:
-            result = export_model(config, log=lambda line: log(f"{model} {line}"), progress=progress)
+            result = export_model(export, log=lambda line: log(f"{name} {line}"), progress=progress)
         except SegedgeError as exc:
-            log(f"{model} {precision}: export here failed ({exc}); the device will try and record the reason")
+            if not source.zoo or config.data != "synthetic":
+                raise SegedgeError(f"{precision} export here failed ({exc})") from None
+            log(f"{name} {precision}: export here failed ({exc}); the device will try and record the reason")
             continue
         manifest = result.manifest
-        if remote_ckpt is None and manifest.get("checkpoint"):  # cached trained weights: send the same file
+        if remote_ckpt is None and source.zoo and manifest.get("checkpoint"):  # cached trained weights: the same file
             remote_ckpt = shipment.add_content_addressed(Path(manifest["checkpoint"]), "checkpoints")
         remote_dir = f"{REMOTE_EXPORT}/{result.directory.relative_to(artifacts).as_posix()}"
-        for stage in dict.fromkeys(("onnx", "sim", config.stage_of(precision))):
+        for stage in dict.fromkeys(("onnx", "sim", export.stage_of(precision))):
             entry = manifest["stages"][stage]
             shipment.add_file(result.directory / entry["file"], f"{remote_dir}/{entry['file']}", entry["sha256"])
-            for name, sha in entry.get("sidecars", {}).items():  # an IR's weights
-                shipment.add_file(result.directory / name, f"{remote_dir}/{name}", sha)
+            for file, sha in entry.get("sidecars", {}).items():  # an IR's weights
+                shipment.add_file(result.directory / file, f"{remote_dir}/{file}", sha)
         on_device = {**manifest, "checkpoint": remote_ckpt}  # the device loads weights from its own copy
         shipment.add_bytes((json.dumps(on_device, indent=2) + "\n").encode(), f"{remote_dir}/{MANIFEST_NAME}", scratch)
-    return remote_dir, remote_ckpt
+        if scored is None:  # what the device's bench computes for this artifact: its size, image count, data
+            as_artifact = BenchSource(name, artifact=result.directory)
+            there = export_config_for(profile, as_artifact, precision, None, config, threads, scheme)
+            size = tuple(there.input_size or _size_of(as_artifact, there, profile))
+            count, seen = _what_is_scored(there, size)
+            scored = (size, count, seen["data"])
+    return remote_dir, remote_ckpt, scored
 
 
 def _fetch_and_merge(target: SshTarget, store: Path, scratch: Path) -> tuple[int, str | None]:
@@ -445,14 +501,15 @@ def _fetch_and_merge(target: SshTarget, store: Path, scratch: Path) -> tuple[int
         return local.merge(fetched), None
 
 
-def _rows_of(store: Path, profile: str, models, precisions, size) -> list[dict]:
+def _rows_of(store: Path, profile: str, models, precisions, data: str) -> list[dict]:
+    """The rows of the merged store of these models and precisions on this data."""
     from segedge.core.results import ResultsStore
 
     if not store.is_file():
         return []
     with ResultsStore(store, read_only=True) as local:
         return [r for r in local.latest_rows() if r["profile"] == profile and r["model"] in models
-                and r["precision"] in precisions and (r["height"], r["width"]) == tuple(size)]
+                and r["precision"] in precisions and r.get("data") == data]
 
 
 # export and check: the same command on the device, with its input files copied there ----------------

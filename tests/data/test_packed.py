@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segedge.data.datasets import DatasetError, open_dataset, train_and_val
+from segedge.data.datasets import PACKED_INDEX as INDEX_NAME
+from segedge.data.datasets import DatasetError, PackedSplit, open_dataset, pack_index, train_and_val
 from segedge.data.fingerprint import data_fingerprint
-from segedge.data.packed import INDEX_NAME, PackedSplit, pack_index
 
 from tests.data.test_datasets import cityscapes_tree, folder_tree, many_images_folder
 

@@ -22,6 +22,7 @@ from segedge.cli.main import build_parser, main
 from segedge.core.hardware import detect_machine
 from segedge.flows.remote import compatible_versions, remote_path
 from segedge.core.results import ResultsStore
+from test_own_data import blobs, stride4  # noqa: F401,E402  (blobs is a fixture)
 
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").is_file() else None)
 SEGEDGE = str(Path(sys.executable).parent / "segedge")  # the device runs segedge from this same venv
@@ -108,7 +109,7 @@ def test_version_flag(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0
-    assert capsys.readouterr().out.strip() == "segedge 0.1.0"
+    assert capsys.readouterr().out.strip() == "segedge 0.2.0"
 
 
 def test_remote_without_a_usable_ssh_config_is_one_line(capsys, tmp_path):
@@ -235,7 +236,7 @@ def test_missing_segedge_on_the_device_says_how_to_install_it(sshd, work, tiny_c
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
-    assert "segedge is not installed on device" in err and "pip install segedge==0.1.0" in err
+    assert "segedge is not installed on device" in err and "pip install segedge==0.2.0" in err
 
 
 def test_an_unreachable_device_is_one_line(sshd, capsys):
@@ -311,3 +312,105 @@ def test_readmes_remote_segedge_with_a_tilde_expands_on_the_device(sshd, work, s
         assert "TensorRT" in out  # the device's report came back
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# the user's model and data on the device (issue 29) ------------------------------------------------------
+
+OWN_PROFILE = PROFILE.replace('precisions = ["fp32"]', 'precisions = ["fp32", "int8"]').replace(
+    'name = "cpu-tiny"', 'name = "cpu-tiny-int8"')
+COMPARED = ("miou", "reference_miou", "miou_drop", "drop_low", "drop_high", "argmax_agreement", "eval_images",
+            "data_fingerprint")
+
+
+@pytest.fixture(scope="module")
+def own(work, blobs):
+    """An outside ONNX (a stride-4 head, as mmseg writes them) and a folder dataset without split lists."""
+    (work / "own.toml").write_text(OWN_PROFILE)
+    return {"onnx": stride4(work / "theirs.onnx"), "data": blobs, "profile": work / "own.toml"}
+
+
+def own_argv(sshd, own, work, device: Path, store: Path, *extra: str) -> list[str]:
+    return ["bench", "--profile", str(own["profile"]), "--onnx", f"s4={own['onnx']}", "--data", f"folder:{own['data']}",
+            "--mean", "0", "--std", "1", "--calib-images", "4", "--quantize-classifier", "--quick", "--quiet",
+            "--results", str(store), "--out", str(work / "own-export"), "--remote", "device", "--remote-segedge", SEGEDGE,
+            "--remote-dir", str(device), "--ssh-config", str(sshd.config), *extra]
+
+
+def test_an_outside_onnx_on_a_folder_dataset_gives_the_rows_of_a_local_bench_and_its_data_travels_once(
+        sshd, work, own, capsys):
+    device, store = work / "device-own", work / "own.sqlite"
+    assert main(own_argv(sshd, own, work, device, store)) == 0
+    out, err = capsys.readouterr()
+    assert "copied 13 of 13 data files" in err  # the 6 held-out images, their 6 masks and the index; nothing else
+    with ResultsStore(store) as results:
+        remote = {r["precision"]: r for r in results.rows()}
+    assert set(remote) == {"fp32", "int8"} and all(r["status"] != "failed" for r in remote.values()), remote
+    assert all(r["data"] == f"folder:{own['data']}" for r in remote.values())
+    assert remote["fp32"]["machine_id"] == detect_machine().machine_id and "| s4" in out
+
+    # a local bench of the same artifacts on the same folder: the same figures, scored on the same bytes
+    artifact = work / "own-export" / Path(remote["int8"]["artifact"]).parent.relative_to("export")  # as on the device
+    local_store = work / "own-local.sqlite"
+    assert main(["bench", "--profile", str(own["profile"]), "--artifact", f"s4={artifact}", "--data",
+                 f"folder:{own['data']}", "--quick", "--quiet", "--results", str(local_store),
+                 "--out", str(work / "own-local-export")]) == 0
+    capsys.readouterr()
+    with ResultsStore(local_store) as results:
+        local = {r["precision"]: r for r in results.rows()}
+    for precision in ("fp32", "int8"):
+        for column in COMPARED:
+            assert remote[precision][column] == pytest.approx(local[precision][column], abs=1e-9), (precision, column)
+    assert remote["int8"]["drop_high"] > remote["int8"]["drop_low"]  # an interval that is not a point
+
+    assert main(own_argv(sshd, own, work, device, store)) == 0  # the second run sends no data byte
+    err = capsys.readouterr().err
+    assert "copied 0 of 13 data files (0.0 MB)" in err and "already measured" in err
+
+
+def test_a_dropped_data_copy_resumes_without_resending_finished_files(sshd, work, own, capsys, monkeypatch):
+    from segedge.flows import remote as remote_flow
+
+    device, store = work / "device-drop-data", work / "drop-data.sqlite"
+    real_run, uploads = remote_flow.SshTarget.run, []
+
+    def drops_after_five(self, command, *args, what="the command", **kwargs):
+        if what.startswith("the upload of") and ".png" in what:
+            uploads.append(what)
+            if len(uploads) > 5:
+                raise remote_flow.RemoteError("connection dropped (test)")
+        return real_run(self, command, *args, what=what, **kwargs)
+
+    monkeypatch.setattr(remote_flow.SshTarget, "run", drops_after_five)
+    assert main(own_argv(sshd, own, work, device, store)) == 1
+    assert "connection dropped (test)" in capsys.readouterr().err
+    monkeypatch.setattr(remote_flow.SshTarget, "run", real_run)
+    assert main(own_argv(sshd, own, work, device, store)) == 0
+    assert "copied 8 of 13 data files" in capsys.readouterr().err  # the 5 that landed are not sent again
+
+
+def test_device_data_is_used_where_it_is_the_same_files_and_refused_where_it_is_not(sshd, work, own, capsys):
+    device = work / "device-has-data"
+    assert main(own_argv(sshd, own, work, device, work / "dd.sqlite", "--device-data", f"folder:{own['data']}")) == 0
+    err = capsys.readouterr().err
+    assert "data files" not in err  # nothing of the data was sent
+    with ResultsStore(work / "dd.sqlite") as results:
+        assert {r["status"] for r in results.rows()} <= {"ok", "drop", "uncertain"}
+
+    other = work / "other-copy"
+    shutil.copytree(own["data"], other)
+    from PIL import Image
+
+    from segedge.data.datasets import SegmentationFolder
+
+    mask = SegmentationFolder(other, "val").samples[0].mask  # a scored one (the holdout), not a training mask
+
+    changed = __import__("numpy").asarray(Image.open(mask)).copy()
+    changed[0, :] = 1 - changed[0, :]
+    Image.fromarray(changed).save(mask)
+    code = main(own_argv(sshd, own, work, work / "device-other-copy", work / "dd2.sqlite", "--device-data",
+                         f"folder:{other}"))
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1 and last.startswith("segedge: error: device: the evaluation data here (folder:"), last
+    assert "is not the data the workstation scored" in last and "nothing was measured" in last
+    with ResultsStore(work / "dd2.sqlite") as results:
+        assert results.rows() == []

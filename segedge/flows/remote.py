@@ -192,6 +192,12 @@ def ship(target: SshTarget, shipment: Shipment, log: Log) -> None:
     if listing.returncode != 0:
         raise RemoteError(f"cannot use {target.remote_dir} on {target.host}: {_last_line(listing.stderr)}")
     missing = [h for h in listing.stdout.decode().split() if h in shipment.sources]
+    needed = sum(shipment.sources[sha].stat().st_size for sha in missing)
+    free = free_bytes(target) if missing else None
+    if free is not None and needed > free:
+        raise RemoteError(f"{target.host} has {free / 1e6:.1f} MB free under {target.remote_dir} but the files to copy "
+                          f"take {needed / 1e6:.1f} MB; nothing was copied: free space there, or give --remote-dir on "
+                          f"a larger disk")
     for sha in missing:
         local = shipment.sources[sha]
         size = local.stat().st_size
@@ -213,6 +219,16 @@ def ship(target: SshTarget, shipment: Shipment, log: Log) -> None:
     total = len(shipment.sources)
     log(f"{target.host}: copied {shipment.copied} of {total} files ({shipment.copied_bytes / 1e6:.1f} MB); "
         f"{total - shipment.copied} were already there")
+
+
+def free_bytes(target: SshTarget) -> int | None:
+    """Bytes free on the device's disk under the remote dir (POSIX ``df -Pk``); None when it cannot say."""
+    done = target.run(target.in_dir("df -Pk ."), what="the free-space check")
+    lines = done.stdout.decode(errors="replace").split("\n")
+    try:
+        return int(lines[1].split()[3]) * 1024 if done.returncode == 0 else None
+    except (IndexError, ValueError):
+        return None
 
 
 def _last_line(stderr: bytes) -> str:

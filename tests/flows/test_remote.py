@@ -414,3 +414,18 @@ def test_device_data_is_used_where_it_is_the_same_files_and_refused_where_it_is_
     assert "is not the data the workstation scored" in last and "nothing was measured" in last
     with ResultsStore(work / "dd2.sqlite") as results:
         assert results.rows() == []
+
+
+def test_a_device_without_room_for_the_files_is_refused_before_any_copy(sshd, work, own, capsys, monkeypatch):
+    from segedge.flows import remote as remote_flow
+
+    real = remote_flow.free_bytes(remote_flow.SshTarget("device", ssh_config=sshd.config, remote_dir=str(work)))
+    assert real is not None and real > 0  # df -Pk answers on this device
+    monkeypatch.setattr(remote_flow, "free_bytes", lambda target: 1000)
+    device = work / "device-full"
+    code = main(own_argv(sshd, own, work, device, work / "full.sqlite"))
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1 and last.startswith("segedge: error: device has 0.0 MB free under"), last
+    assert "nothing was copied" in last
+    landed = list((device / "blobs").glob("*"))  # only the profile (under 1000 bytes), sent before the check
+    assert len(landed) == 1 and landed[0].read_bytes() == own["profile"].read_bytes()

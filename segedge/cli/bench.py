@@ -21,6 +21,21 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--profile", required=True, help="profile name (see `segedge profiles`), `jetson`, or a .toml path")
     add_sweep(p)
+    g = add_models_and_data(p)
+    # the workstation's side of a --remote bench, for the device: not for users
+    g.add_argument("--expect-data-fingerprint", type=_expected_data, help=argparse.SUPPRESS)
+    g.add_argument("--data-label", help=argparse.SUPPRESS)
+    local_only(p.add_argument("--out", default="export", help="artifact store (with --remote: where the ONNX artifacts are exported here)"))
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--dry-run", action="store_true", help="only check that the profile runs on this machine, and with which backend")
+    add_remote(p).add_argument(
+        "--device-data", metavar="KIND:ROOT", help="with --remote and --data: the device's own copy of the same files "
+        "(checked against the data scored here before any row; default: the evaluation split is sent, once)")
+    p.set_defaults(func=run)
+
+
+def add_models_and_data(p: argparse.ArgumentParser):
+    """The user's models and data, as ``bench`` and ``sweep`` take them."""
     g = p.add_argument_group("your models and data (as `segedge export` takes them)")
     g.add_argument("--onnx", action="append", metavar="[NAME=]PATH", help="an ONNX made elsewhere (repeatable); the row's "
                    "model is NAME, else the file's stem")
@@ -35,43 +50,15 @@ def add_parser(sub) -> None:
     g.add_argument("--quantize-classifier", action="store_true", help="INT8 rows quantize the classifier too "
                    "(default: it stays float; a model whose only layer is its classifier then stays FP32)")
     add_own_model(g)
-    # the workstation's side of a --remote bench, for the device: not for users
-    g.add_argument("--expect-data-fingerprint", type=_expected_data, help=argparse.SUPPRESS)
-    g.add_argument("--data-label", help=argparse.SUPPRESS)
-    local_only(p.add_argument("--out", default="export", help="artifact store (with --remote: where the ONNX artifacts are exported here)"))
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--dry-run", action="store_true", help="only check that the profile runs on this machine, and with which backend")
-    add_remote(p).add_argument(
-        "--device-data", metavar="KIND:ROOT", help="with --remote and --data: the device's own copy of the same files "
-        "(checked against the data scored here before any row; default: the evaluation split is sent, once)")
-    p.set_defaults(func=run)
+    return g
 
 
 def run(args: argparse.Namespace) -> int:
     from segedge.backends.profiles import list_profiles, load_profile, require_runnable
     from segedge.core.hardware import detect_machine
     from segedge.core.precision import parse_precisions
-    from segedge.flows.bench import BenchConfig, run_sweep
+    from segedge.flows.bench import run_sweep
     from segedge.flows.report import render
-    from segedge.models.registry import get_spec
-
-    sources = _own_sources(args)
-    given = args.models or ("" if sources else "bisenet")
-    models = tuple(get_spec(m.strip()).name for m in given.split(",") if m.strip())
-    own_names = {s.name for s in sources}
-    zoo_checkpoints = {get_spec(k).name: v for k, v in _checkpoints(args).items() if k not in own_names}
-
-    def config_for(precisions: tuple[str, ...], eval_images: int | None) -> BenchConfig:
-        return BenchConfig(
-            models=models, precisions=precisions, input_size=args.input_size,
-            store=Path(args.results), artifacts=Path(args.out), eval_images=eval_images,
-            quick=args.quick, force=args.force, checkpoints=zoo_checkpoints,
-            sources=sources, data=args.data, calib_data=args.calib_data, calib_images=args.calib_images,
-            quantize_classifier=args.quantize_classifier,
-            mean=args.mean, std=args.std, num_classes=args.num_classes, class_names=class_names(args.classes),
-            layout=args.layout.upper() if args.layout else None, output=args.output, threshold=args.threshold,
-            output_key=args.output_key, expect_data=args.expect_data_fingerprint, data_label=args.data_label,
-        )
 
     if args.device_data and not args.remote:
         raise SegedgeError("--device-data names the data's copy on a --remote device; here give --data KIND:ROOT")
@@ -80,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         from segedge.flows.remote import bench_on_device
 
         precisions = parse_precisions(args.precisions) if args.precisions else ()
-        rows, code = bench_on_device(ssh_target(args), args.profile, config_for(precisions, args.eval_images), log=log,
+        rows, code = bench_on_device(ssh_target(args), args.profile, bench_config(args, precisions, args.eval_images), log=log,
                                      progress=not args.quiet, device_data=args.device_data)
         if rows:
             print(render(rows, "md"), end="")
@@ -94,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
               f"INT8 scheme {profile.int8_scheme_on(backend, machine)}")
         return 0
     precisions = parse_precisions(args.precisions) if args.precisions else profile.precisions
-    config = config_for(precisions, args.eval_images or (4 if args.quick and args.data == "synthetic" else None))
+    config = bench_config(args, precisions, args.eval_images or (4 if args.quick and args.data == "synthetic" else None))
     log(f"profile {profile.name} on {machine.describe()} with {backend}")
     rows = run_sweep(profile, backend, machine, config, log=log, progress=not args.quiet)
     if rows:
@@ -102,6 +89,29 @@ def run(args: argparse.Namespace) -> int:
     print(f"results in {config.store}")
     _figures(config.store, profile.name, machine.machine_id)
     return 0 if all(r["status"] != "failed" and "unsaved" not in r for r in rows) else 1
+
+
+def bench_config(args: argparse.Namespace, precisions: tuple[str, ...], eval_images: int | None):
+    """The sweep ``args`` ask for: zoo names with their checkpoints, the user's own models, data and options."""
+    from segedge.flows.bench import BenchConfig
+    from segedge.models.registry import get_spec
+
+    sources = own_sources(args)
+    given = args.models or ("" if sources else "bisenet")
+    models = tuple(get_spec(m.strip()).name for m in given.split(",") if m.strip())
+    own_names = {s.name for s in sources}
+    zoo_checkpoints = {get_spec(k).name: v for k, v in _checkpoints(args).items() if k not in own_names}
+    return BenchConfig(
+        models=models, precisions=precisions, input_size=args.input_size,
+        store=Path(args.results), artifacts=Path(args.out), eval_images=eval_images,
+        quick=args.quick, force=args.force, checkpoints=zoo_checkpoints,
+        sources=sources, data=args.data, calib_data=args.calib_data, calib_images=args.calib_images,
+        quantize_classifier=args.quantize_classifier,
+        mean=args.mean, std=args.std, num_classes=args.num_classes, class_names=class_names(args.classes),
+        layout=args.layout.upper() if args.layout else None, output=args.output, threshold=args.threshold,
+        output_key=args.output_key, expect_data=getattr(args, "expect_data_fingerprint", None),
+        data_label=getattr(args, "data_label", None),
+    )
 
 
 def _expected_data(text: str) -> dict[tuple[int, int], str]:
@@ -144,7 +154,7 @@ def _checkpoints(args: argparse.Namespace) -> dict[str, Path]:
     return mapping
 
 
-def _own_sources(args: argparse.Namespace):
+def own_sources(args: argparse.Namespace):
     """--onnx [NAME=]PATH and --model [NAME=]pkg.mod:fn as bench sources, each with its --checkpoint NAME=PATH."""
     from segedge.flows.bench import BenchSource
     from segedge.flows.sources import default_name

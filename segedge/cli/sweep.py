@@ -21,6 +21,11 @@ def add_parser(sub) -> None:
                    "ray://HEAD:10001 from a workstation (Ray Client), or auto")
     p.add_argument("--profiles", required=True, help="comma-separated profiles (names or .toml paths); each is a resource name")
     add_sweep(p, each="each profile's")
+    from segedge.cli.bench import add_models_and_data
+
+    add_models_and_data(p).add_argument(
+        "--out", default="export", help="where your models are exported here before they are sent (with --onnx, "
+        "--model, --artifact or --data)")
     p.add_argument("--device-dir", default="~/.cache/segedge/fleet", help="artifacts and store on each device")
     p.add_argument("--timeout", type=positive_float, help="stop waiting after this many seconds (finished rows are kept)")
     p.set_defaults(func=run)
@@ -30,10 +35,14 @@ def run(args: argparse.Namespace) -> int:
     from segedge.flows.fleet import sweep_on_ray
     from segedge.flows.report import render
 
+    from segedge.cli.bench import bench_config
+    from segedge.core.precision import parse_precisions
+
+    own = bench_config(args, parse_precisions(args.precisions) if args.precisions else (), args.eval_images)
     result = sweep_on_ray(
         args.ray, list(comma_list(args.profiles) or ()), comma_list(args.models) or ("bisenet",), comma_list(args.precisions),
         args.input_size, Path(args.results), checkpoints=checkpoint_map(args.checkpoint), eval_images=args.eval_images,
-        quick=args.quick, force=args.force, device_dir=args.device_dir, timeout_s=args.timeout, log=log)
+        quick=args.quick, force=args.force, device_dir=args.device_dir, timeout_s=args.timeout, log=log, own=own)
     if result.rows:
         print(render(result.rows, "md"), end="")
     print(f"results in {args.results}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -54,6 +55,7 @@ class JobRecord:
     ended: float = 0.0
     rows: list[dict] = field(default_factory=list, repr=False)
     error: str | None = None
+    fetched_bytes: int | None = None  # the artifact route: what this job took from the object store
 
 
 @dataclass
@@ -105,6 +107,87 @@ def run_job(profile_name: str, profile_toml: bytes, model: str, precision: str, 
     return {**info, "ended": time.time(), "rows": rows, "error": None}
 
 
+def probe_int8_scheme(profile_toml: bytes, device_dir: str) -> str:
+    """On a device of the profile: the INT8 scheme its own sweep would build (its backend's choice for its CPU),
+    so the graphs exported on the workstation are that one."""
+    from segedge.backends.profiles import load_profile_file, require_runnable
+    from segedge.core.hardware import detect_machine
+
+    root = Path(device_dir).expanduser()
+    profile = load_profile_file(_content_addressed(root / "profiles", "profile.toml", profile_toml))
+    machine = detect_machine()
+    return profile.int8_scheme_on(require_runnable(profile, machine), machine)
+
+
+def run_artifact_job(profile_name: str, profile_toml: bytes, name: str, precision: str, artifact_dir: str,
+                     places: dict[str, str], blobs: dict, data: dict | None, eval_images: int | None, quick: bool,
+                     force: bool, device_dir: str) -> dict:
+    """On the device: one model × precision of artifacts exported on the workstation, on its data.
+
+    ``places`` maps each file's path under the device dir to its sha256, ``blobs`` each sha256 to a Ray object
+    holding its bytes: a file already on this node (``blobs/<sha256>``) is never fetched again, so the data
+    reaches each node once. ``data`` is ``{"arg": "packed:data/…", "label": …, "expect": {"HxW": fingerprint}}``
+    (None: the built-in scenes): the sweep refuses, before any row, data that is not what the workstation scored.
+    """
+    from segedge.backends.profiles import load_profile_file, require_runnable
+    from segedge.core.hardware import detect_machine
+    from segedge.core.results import ResultsStore
+    from segedge.flows.bench import BenchConfig, BenchSource, run_sweep
+
+    started = time.time()
+    info = {"hostname": socket.gethostname(), "started": started, "node_id": _node_id()}
+    root = Path(device_dir).expanduser()
+    try:
+        fetched = _materialize(root, places, blobs)
+        profile = load_profile_file(_content_addressed(root / "profiles", f"{profile_name}.toml", profile_toml))
+        machine = detect_machine()
+        backend = require_runnable(profile, machine)
+        expect = {tuple(int(v) for v in k.split("x")): fp for k, fp in (data or {}).get("expect", {}).items()}
+        config = BenchConfig(models=(), precisions=(precision,), input_size=None, store=root / "results.sqlite",
+                             artifacts=root / "export", eval_images=eval_images, quick=quick, force=force,
+                             sources=(BenchSource(name, artifact=root / artifact_dir),),
+                             data=f"packed:{root / data['arg'].partition(':')[2]}" if data else "synthetic",
+                             expect_data=expect or None, data_label=data["label"] if data else None)
+        run_sweep(profile, backend, machine, config)
+        label = config.data_label or config.data
+        with ResultsStore(config.store) as store:  # resumed rows too, so a driver that missed them gets them
+            rows = [r for r in store.latest_rows() if r["machine_id"] == machine.machine_id
+                    and r["profile"] == profile.name and r["model"] == name and r["precision"] == precision
+                    and r.get("data") == label and (not expect or r.get("data_fingerprint") in expect.values()
+                                                   or r["status"] == "failed")]
+    except SegedgeError as exc:
+        return {**info, "ended": time.time(), "rows": [], "error": str(exc), "fetched_bytes": 0}
+    return {**info, "ended": time.time(), "rows": rows, "error": None, "fetched_bytes": fetched}
+
+
+def _materialize(root: Path, places: dict[str, str], blobs: dict) -> int:
+    """Every file of ``places`` in place under ``root``, fetched from the object store only where this node lacks
+    its blob; returns the bytes fetched."""
+    import ray
+
+    fetched = 0
+    for relative, sha in sorted(places.items()):
+        blob = root / "blobs" / sha
+        if not blob.is_file():
+            data = ray.get(blobs[sha])
+            if hashlib.sha256(data).hexdigest() != sha:
+                raise FleetError(f"the copy of {relative} that reached {socket.gethostname()} is damaged (its sha256 "
+                                 f"differs); rerun")
+            _content_addressed(root / "blobs", sha, data, exact=True)
+            fetched += len(data)
+        target = root / relative
+        if not target.is_file() or not os.path.samefile(target, blob):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temporary = target.with_name(f".{target.name}.{os.getpid()}.link")
+            temporary.unlink(missing_ok=True)
+            try:
+                os.link(blob, temporary)
+            except OSError:  # a file system without hard links
+                shutil.copyfile(blob, temporary)
+            os.replace(temporary, target)
+    return fetched
+
+
 def _node_id() -> str:
     try:
         import ray
@@ -114,8 +197,9 @@ def _node_id() -> str:
         return ""
 
 
-def _content_addressed(folder: Path, name: str, data: bytes) -> Path:
-    path = folder / hashlib.sha256(data).hexdigest()[:12] / Path(name).name
+def _content_addressed(folder: Path, name: str, data: bytes, exact: bool = False) -> Path:
+    """``folder/<sha12>/name`` holding ``data`` (``folder/name`` with ``exact``), written atomically once."""
+    path = folder / name if exact else folder / hashlib.sha256(data).hexdigest()[:12] / Path(name).name
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -135,14 +219,23 @@ def sweep_on_ray(address: str, profile_args: list[str], models: tuple[str, ...],
                  input_size: tuple[int, int] | None, store: Path, checkpoints: dict[str, Path] | None = None,
                  eval_images: int = 8, quick: bool = False, force: bool = False,
                  device_dir: str = DEFAULT_DEVICE_DIR, timeout_s: float | None = None,
-                 log: Log = lambda _: None) -> FleetResult:
+                 log: Log = lambda _: None, own=None) -> FleetResult:
+    """Every model × precision × profile as one job on a device advertising the profile.
+
+    ``own`` (a :class:`~segedge.flows.bench.BenchConfig` with the user's models — ``--onnx``, ``--model``,
+    ``--artifact``, library sources — or ``--data KIND:ROOT``): everything is exported and quantized here
+    (calibration here, in the scheme a device of the profile says it builds), artifacts and the evaluation split
+    go through Ray's object store once and each node keeps them by content, and every job benches the artifact
+    there, refusing data that is not what was scored here. Without it, each device exports the zoo models itself.
+    """
     from segedge.backends.profiles import load_profile
     from segedge.core.precision import parse_precisions
     from segedge.models.registry import get_spec
-    from segedge.core.results import ResultsStore
 
     ray = import_ray()
     profiles = [load_profile(name) for name in profile_args]
+    if own is not None and (own.sources or own.data != "synthetic"):
+        return _sweep_artifacts(ray, address, profiles, own, precisions, store, device_dir, timeout_s, log)
     models = tuple(get_spec(m).name for m in models)
     jobs = []
     for profile in profiles:
@@ -158,21 +251,7 @@ def sweep_on_ray(address: str, profile_args: list[str], models: tuple[str, ...],
     blobs = {m: (path.name, path.read_bytes()) for m, path in checkpoints.items() if m in models}
     tomls = {p.name: p.path.read_bytes() for p in profiles}
 
-    started_here = not ray.is_initialized()
-    if started_here:
-        _probe(address)
-        try:
-            ray.init(address=address, logging_level="ERROR", log_to_driver=False, configure_logging=False)
-        except Exception as exc:  # ConnectionError, RuntimeError... from an unreachable or wrong address
-            raise FleetError(f"cannot connect to the Ray cluster at {address} ({str(exc).splitlines()[0]}); "
-                             f"start it with `ray start --head` and pass its address") from None
-    result = FleetResult()
-    try:
-        lacking = advertised(ray.cluster_resources(), [p.name for p in profiles])
-        if lacking:
-            raise FleetError(
-                f"no node of the Ray cluster at {address} advertises {', '.join(repr(p) for p in lacking)}; on each "
-                f"device run: ray start --address {address} --resources '{{\"{lacking[0]}\": 1}}'")
+    with _connected(ray, address, [p.name for p in profiles]):
         task = ray.remote(run_job)
         pending = {}
         for job in jobs:
@@ -181,35 +260,138 @@ def sweep_on_ray(address: str, profile_args: list[str], models: tuple[str, ...],
                 blobs.get(job.model), device_dir)
             pending[ref] = job
         log(f"dispatched {len(jobs)} jobs to {address}: one at a time per device")
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        with ResultsStore(store) as local:
-            while pending:
-                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-                done, _ = ray.wait(list(pending), num_returns=1, timeout=wait)
-                if not done:
-                    for ref in pending:
-                        ray.cancel(ref, force=True)
-                    left = ", ".join(j.describe() for j in pending.values())
-                    raise FleetError(f"{len(pending)} jobs unfinished after {timeout_s:.0f} s ({left}); finished rows "
-                                     f"are in {store}; rerun to resume")
-                job = pending.pop(done[0])
-                record = _collect(ray, done[0], job)
-                result.jobs.append(record)
-                if record.error is None:
-                    merged = _merge_rows(local, record.rows)
-                    result.rows.extend(record.rows)
-                    log(f"{job.describe()} on {record.hostname}: {len(record.rows)} rows ({merged} new) in "
-                        f"{record.ended - record.started:.1f} s")
-                else:
-                    log(f"❌ {job.describe()} on {record.hostname or 'the cluster'}: {record.error}")
-    finally:
-        if started_here:
-            ray.shutdown()
+        return _gather(ray, pending, store, timeout_s, log)
+
+
+class _connected:
+    """Ray connected to ``address`` (and shut down after, when connected here), every profile advertised."""
+
+    def __init__(self, ray, address: str, profiles: list[str]) -> None:
+        self.ray, self.address, self.profiles = ray, address, profiles
+
+    def __enter__(self):
+        ray, address = self.ray, self.address
+        self.started_here = not ray.is_initialized()
+        if self.started_here:
+            _probe(address)
+            try:
+                ray.init(address=address, logging_level="ERROR", log_to_driver=False, configure_logging=False)
+            except Exception as exc:  # ConnectionError, RuntimeError... from an unreachable or wrong address
+                raise FleetError(f"cannot connect to the Ray cluster at {address} ({str(exc).splitlines()[0]}); "
+                                 f"start it with `ray start --head` and pass its address") from None
+        try:
+            lacking = advertised(ray.cluster_resources(), self.profiles)
+            if lacking:
+                raise FleetError(
+                    f"no node of the Ray cluster at {address} advertises {', '.join(repr(p) for p in lacking)}; on "
+                    f"each device run: ray start --address {address} --resources '{{\"{lacking[0]}\": 1}}'")
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.started_here:
+            self.ray.shutdown()
+
+
+def _gather(ray, pending: dict, store: Path, timeout_s: float | None, log: Log) -> FleetResult:
+    """Wait for every job, merging each one's rows into ``store`` the moment it finishes."""
+    from segedge.core.results import ResultsStore
+
+    result = FleetResult()
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    with ResultsStore(store) as local:
+        while pending:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=wait)
+            if not done:
+                for ref in pending:
+                    ray.cancel(ref, force=True)
+                left = ", ".join(j.describe() for j in pending.values())
+                raise FleetError(f"{len(pending)} jobs unfinished after {timeout_s:.0f} s ({left}); finished rows "
+                                 f"are in {store}; rerun to resume")
+            job = pending.pop(done[0])
+            record = _collect(ray, done[0], job)
+            result.jobs.append(record)
+            if record.error is None:
+                merged = _merge_rows(local, record.rows)
+                result.rows.extend(record.rows)
+                fetched = f", fetched {record.fetched_bytes / 1e6:.1f} MB" if record.fetched_bytes is not None else ""
+                log(f"{job.describe()} on {record.hostname}: {len(record.rows)} rows ({merged} new) in "
+                    f"{record.ended - record.started:.1f} s{fetched}")
+            else:
+                log(f"❌ {job.describe()} on {record.hostname or 'the cluster'}: {record.error}")
     failed = [r for r in result.jobs if r.error]
     if failed:
         raise FleetError(f"{len(failed)} of {len(result.jobs)} jobs failed; first: {failed[0].job.describe()} on "
                          f"{failed[0].hostname or 'the cluster'}: {failed[0].error}")
     return result
+
+
+def _sweep_artifacts(ray, address: str, profiles, own, precisions, store: Path, device_dir: str,
+                     timeout_s: float | None, log: Log) -> FleetResult:
+    """``sweep_on_ray`` for the user's models and data: exported here, benched there as artifacts."""
+    from dataclasses import replace
+
+    from segedge.core.precision import parse_precisions
+    from segedge.flows.remote import Shipment, _export_here, _pack_data
+
+    for source in own.all_sources():
+        if source.checkpoint is not None and not source.checkpoint.is_file():
+            raise SegedgeError(f"checkpoint {source.checkpoint} for {source.name} does not exist")
+    synthetic = own.data == "synthetic"
+    eval_images = own.eval_images or (4 if own.quick and synthetic else None)
+    with _connected(ray, address, [p.name for p in profiles]), tempfile.TemporaryDirectory(prefix="segedge-fleet-") as scratch:
+        scratch = Path(scratch)
+        refs: dict[str, object] = {}  # sha256 → the object holding the file's bytes, put once for every job
+
+        def put(shipment: Shipment, places: dict[str, str]) -> dict:
+            for sha, path in shipment.sources.items():
+                if sha not in refs:
+                    refs[sha] = ray.put(path.read_bytes())
+            return {sha: refs[sha] for sha in places.values()}
+
+        pending, data_places, data, count = {}, None, None, None
+        probe = ray.remote(probe_int8_scheme)
+        task = ray.remote(run_artifact_job)
+        for profile in profiles:
+            toml = profile.path.read_bytes()
+            wanted = parse_precisions(precisions or own.precisions or profile.precisions)
+            config = replace(own, precisions=wanted, eval_images=eval_images)
+            scheme = ray.get(probe.options(resources={profile.name: 1}, num_cpus=0).remote(toml, device_dir))
+            for source in config.all_sources():
+                shipment = Shipment()
+                try:
+                    remote_dir, _, scored = _export_here(profile, source, config, config.artifacts, shipment, scratch,
+                                                         log, False, scheme)
+                except SegedgeError as exc:
+                    log(f"❌ {profile.name} {source.name}: {exc}; not sent")
+                    continue
+                if remote_dir is None:
+                    log(f"❌ {profile.name} {source.name}: nothing could be exported here; not sent")
+                    continue
+                size, count, fingerprint = scored
+                if not synthetic and data_places is None:
+                    packed = Shipment()
+                    arg = _pack_data(config, count, packed, scratch)
+                    data_places, data = packed, {"arg": arg, "label": config.data}
+                places = dict(shipment.places)
+                if data is not None:
+                    places.update(data_places.places)
+                    shipment.sources.update(data_places.sources)
+                job_data = None if data is None else {**data, "expect": {f"{size[0]}x{size[1]}": fingerprint}}
+                blobs = put(shipment, places)
+                for precision in wanted:
+                    job = Job(profile.name, source.name, precision)
+                    ref = task.options(resources={profile.name: 1}, num_cpus=0, name=f"segedge {job.describe()}").remote(
+                        profile.name, toml, source.name, precision, remote_dir, places, blobs, job_data,
+                        eval_images or count, own.quick, own.force, device_dir)
+                    pending[ref] = job
+        if not pending:
+            raise FleetError("no model could be exported here: nothing was sent")
+        log(f"dispatched {len(pending)} jobs to {address}: one at a time per device")
+        return _gather(ray, pending, store, timeout_s, log)
 
 
 def _probe(address: str, timeout_s: float = 10.0) -> None:
@@ -231,7 +413,7 @@ def _collect(ray, ref, job: Job) -> JobRecord:
         lines = str(exc).strip().splitlines()
         return JobRecord(job, error=f"{type(exc).__name__}: {lines[-1] if lines else ''}")
     return JobRecord(job, node_id=out["node_id"], hostname=out["hostname"], started=out["started"],
-                     ended=out["ended"], rows=out["rows"], error=out["error"])
+                     ended=out["ended"], rows=out["rows"], error=out["error"], fetched_bytes=out.get("fetched_bytes"))
 
 
 def _merge_rows(store, rows: list[dict]) -> int:

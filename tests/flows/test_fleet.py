@@ -7,11 +7,13 @@ time, and that their rows land in the local store. Skipped (with the reason) whe
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
 from segedge.cli.main import main
 from segedge.core.results import ResultsStore
+from test_own_data import blobs, stride4  # noqa: F401,E402  (blobs is a fixture)
 
 PROFILE = """
 name = "cpu-tiny"
@@ -108,3 +110,32 @@ def test_a_profile_no_node_advertises_is_a_one_line_error(cluster, capsys):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
     assert "advertises 'cpu'" in err and """--resources '{"cpu": 1}'""" in err
+
+
+def test_own_onnx_and_folder_data_are_exported_here_and_reach_the_node_once(cluster, blobs, capsys):
+    """The user's ONNX and data on the fleet: exported here, sent through Ray's object store, the data fetched by
+    the node once (the second job on it takes it from its own copy), rows scored on the very files scored here."""
+    cluster, device, root = cluster
+    onnx_path = stride4(root / "theirs.onnx")
+    store = root / "own.sqlite"
+    argv = ["sweep", "--ray", cluster.address, "--profiles", str(root / "cpu-tiny.toml"), "--onnx", f"s4={onnx_path}",
+            "--data", f"folder:{blobs}", "--mean", "0", "--std", "1", "--quick", "--results", str(store),
+            "--out", str(root / "own-export"), "--device-dir", str(root / "own-device"), "--timeout", "300"]
+    assert main(argv) == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    fetched = sorted(float(line.rsplit("fetched ", 1)[1].split(" MB")[0]) for line in err.splitlines()
+                     if "fetched " in line)
+    assert len(fetched) == 2 and fetched[0] == 0.0 < fetched[1], err  # one device: the data reached it once
+    with ResultsStore(store) as results:
+        rows = {r["precision"]: r for r in results.rows()}
+    assert set(rows) == {"fp32", "fp16"} and all(r["status"] != "failed" for r in rows.values()), rows
+    assert all(r["data"] == f"folder:{blobs}" and r["eval_images"] == 6 for r in rows.values())
+    # the figures a local bench of the same artifact gives on the same folder
+    artifact = root / "own-export" / Path(rows["fp32"]["artifact"]).parent.relative_to(root / "own-device" / "export")
+    assert main(["bench", "--profile", str(root / "cpu-tiny.toml"), "--artifact", f"s4={artifact}", "--data",
+                 f"folder:{blobs}", "--precisions", "fp32", "--quick", "--quiet", "--results", str(root / "here.sqlite"),
+                 "--out", str(root / "here-export")]) == 0
+    with ResultsStore(root / "here.sqlite") as results:
+        (here,) = results.rows()
+    for column in ("miou", "reference_miou", "drop_low", "drop_high", "argmax_agreement", "data_fingerprint"):
+        assert rows["fp32"][column] == pytest.approx(here[column], abs=1e-9), column

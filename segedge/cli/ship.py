@@ -90,7 +90,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from segedge.backends.profiles import list_profiles, load_profile, require_runnable
     from segedge.cli.args import class_names
-    from segedge.cli.bench import _checkpoints, _own_sources
+    from segedge.cli.bench import _checkpoints, own_sources
     from segedge.core.hardware import detect_machine
     from segedge.core.precision import parse_precisions
     from segedge.flows.bench import BenchConfig
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise SegedgeError(f"--out {out} is a file; give a folder for the bundle")
-    sources = _own_sources(args)
+    sources = own_sources(args)
     given = args.models or ("" if sources else "bisenet")
     models = tuple(get_spec(m.strip()).name for m in given.split(",") if m.strip())
     machine = detect_machine()

@@ -18,6 +18,7 @@ fetches the rest.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -173,8 +174,6 @@ class Shipment:
         return self.add_file(local, f"{folder}/{sha[:12]}/{local.name}", sha)
 
     def add_bytes(self, data: bytes, remote_rel: str, scratch: Path) -> str:
-        import hashlib
-
         sha = hashlib.sha256(data).hexdigest()
         path = scratch / sha
         if not path.exists():
@@ -419,8 +418,6 @@ def _pack_data(config, count: int, shipment: Shipment, scratch: Path) -> str:
     eval_set, _, _ = evaluation_sets(config.data, None, 0, calib_data=config.calib_data)
     index, files = pack_index(eval_set, count, config.data)
     text = (json.dumps(index, indent=1, sort_keys=True) + "\n").encode()
-    import hashlib
-
     folder = f"data/{hashlib.sha256(text).hexdigest()[:16]}"
     for local, relative in files:
         shipment.add_file(local, f"{folder}/{relative}")

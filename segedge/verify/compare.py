@@ -15,7 +15,7 @@ from segedge.core.errors import ParityError, SegedgeError
 from segedge.core.precision import ParityGate
 from segedge.data.model_io import ModelIO
 from segedge.verify.interval import DropInterval, paired_bootstrap_drop, per_image_matrix
-from segedge.core.metrics import ConfusionMatrix
+from segedge.core.metrics import ConfusionMatrix, SegmentationScores
 from segedge.backends.base import Runner
 
 
@@ -104,13 +104,48 @@ class RunnerAccuracy:
     interval: DropInterval
 
 
-def accuracy_on_active_runner(runner: Runner, reference: Reference, batch: int = 1) -> RunnerAccuracy:
+@dataclass(frozen=True)
+class ImageStats:
+    """A runner's per-image figures against the reference, in image order. Every figure of a
+    :class:`RunnerAccuracy` is a function of these alone, so the stats of consecutive slices of the evaluation
+    split, computed on several devices and joined in order, give exactly the figures of one unsplit pass."""
+
+    runner_cms: np.ndarray  # N×K×K, the runner's confusion matrix of each image
+    reference_cms: np.ndarray  # N×K×K, the FP32 reference's
+    max_diff: np.ndarray  # N, max abs logit difference of each image
+    mean_diff: np.ndarray  # N, mean abs logit difference of each image
+    agree: np.ndarray  # N, pixels whose argmax is the reference's
+    pixels: np.ndarray  # N, pixels of each image
+
+    @classmethod
+    def joined(cls, parts: "list[ImageStats]") -> "ImageStats":
+        if not parts:
+            raise ValueError("no image stats to join")
+        return cls(*(np.concatenate([getattr(p, name) for p in parts])
+                     for name in ("runner_cms", "reference_cms", "max_diff", "mean_diff", "agree", "pixels")))
+
+    @property
+    def images(self) -> int:
+        return len(self.pixels)
+
+    def accuracy(self) -> RunnerAccuracy:
+        count = self.images
+        report = ParityReport(
+            images=count,
+            max_abs_diff=float(self.max_diff.max()) if count else 0.0,
+            mean_abs_diff=float(np.sum(self.mean_diff)) / max(1, count),
+            argmax_agreement=int(self.agree.sum()) / max(1, int(self.pixels.sum())),
+            miou=SegmentationScores.from_matrix(self.runner_cms.sum(0)).mean_iou,
+            reference_miou=SegmentationScores.from_matrix(self.reference_cms.sum(0)).mean_iou,
+        )
+        return RunnerAccuracy(report, paired_bootstrap_drop(self.runner_cms, self.reference_cms))
+
+
+def image_stats(runner: Runner, reference: Reference, batch: int = 1) -> ImageStats:
     """Every reference image through an *active* runner, ``batch`` at a time (the last batch padded by repeating
     its last image, whose extra outputs are dropped): the very runner, precision and batch that were timed."""
     io, size, count = reference.io, reference.size, len(reference.inputs)
-    cm = ConfusionMatrix(reference.num_classes, reference.ignore_index)
-    matrices = []
-    max_diff, sum_diff, agree, pixels = 0.0, 0.0, 0, 0
+    runner_cms, max_diff, mean_diff, agree, pixels = [], [], [], [], []
     for start in range(0, count, batch):
         chunk = reference.inputs[start : start + batch]
         real = len(chunk)
@@ -122,24 +157,24 @@ def accuracy_on_active_runner(runner: Runner, reference: Reference, batch: int =
         require_finite(want, "the FP32 reference", count)
         if got.shape != want.shape:
             raise ParityError(f"artifact returns scores shaped {got.shape}, the reference {want.shape}")
-        diff = np.abs(got - want)
-        max_diff = max(max_diff, float(diff.max()))
-        sum_diff += float(diff.mean(axis=(1, 2, 3)).sum())
-        pred = got.argmax(1)
-        agree += int((pred == want.argmax(1)).sum())
-        pixels += pred.size
-        masks = reference.masks[start : start + real]
-        cm.update(masks, pred)
-        matrices += [per_image_matrix(m, q, reference.num_classes, reference.ignore_index) for m, q in zip(masks, pred)]
-    report = ParityReport(
-        images=count,
-        max_abs_diff=max_diff,
-        mean_abs_diff=sum_diff / max(1, count),
-        argmax_agreement=agree / max(1, pixels),
-        miou=cm.scores().mean_iou,
-        reference_miou=reference.miou,
-    )
-    return RunnerAccuracy(report, paired_bootstrap_drop(np.stack(matrices), reference.per_image_matrices()))
+        diff = np.abs(got - want).reshape(real, -1)
+        max_diff += list(diff.max(axis=1))
+        mean_diff += list(diff.mean(axis=1))
+        pred, wanted = got.argmax(1), want.argmax(1)
+        agree += [int((p == w).sum()) for p, w in zip(pred, wanted)]
+        pixels += [p.size for p in pred]
+        runner_cms += [per_image_matrix(m, q, reference.num_classes, reference.ignore_index)
+                       for m, q in zip(reference.masks[start : start + real], pred)]
+    k = reference.num_classes
+    as_array = lambda values, dtype: np.asarray(values, dtype=dtype)  # noqa: E731
+    return ImageStats(as_array(runner_cms, np.int64).reshape(count, k, k), reference.per_image_matrices(),
+                      as_array(max_diff, np.float64), as_array(mean_diff, np.float64), as_array(agree, np.int64),
+                      as_array(pixels, np.int64))
+
+
+def accuracy_on_active_runner(runner: Runner, reference: Reference, batch: int = 1) -> RunnerAccuracy:
+    """The runner's parity report and drop interval on every reference image (see :func:`image_stats`)."""
+    return image_stats(runner, reference, batch).accuracy()
 
 
 def compare_to_reference(runner: Runner, reference: Reference) -> ParityReport:

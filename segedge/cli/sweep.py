@@ -27,6 +27,8 @@ def add_parser(sub) -> None:
         "--out", default="export", help="where your models are exported here before they are sent (with --onnx, "
         "--model, --artifact or --data)")
     p.add_argument("--device-dir", default="~/.cache/segedge/fleet", help="artifacts and store on each device")
+    p.add_argument("--split-eval", action="store_true", help="cut each row's evaluation images over every device of "
+                   "its profile (one device times the row): the same mIoU, interval and agreement as one device, sooner")
     p.add_argument("--timeout", type=positive_float, help="stop waiting after this many seconds (finished rows are kept)")
     p.set_defaults(func=run)
 
@@ -42,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     result = sweep_on_ray(
         args.ray, list(comma_list(args.profiles) or ()), comma_list(args.models) or ("bisenet",), comma_list(args.precisions),
         args.input_size, Path(args.results), checkpoints=checkpoint_map(args.checkpoint), eval_images=args.eval_images,
-        quick=args.quick, force=args.force, device_dir=args.device_dir, timeout_s=args.timeout, log=log, own=own)
+        quick=args.quick, force=args.force, device_dir=args.device_dir, timeout_s=args.timeout, log=log, own=own,
+        split_eval=args.split_eval)
     if result.rows:
         print(render(result.rows, "md"), end="")
     print(f"results in {args.results}")

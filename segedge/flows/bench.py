@@ -39,7 +39,8 @@ from segedge.flows.export import (ExportConfig, data_name, eval_count_for, evalu
 from segedge.flows.sources import is_zoo_name
 from segedge.graph.int8 import Int8Config
 from segedge.models.registry import get_spec
-from segedge.verify.compare import Reference, accuracy_on_active_runner, require_same_classes
+from segedge.verify.compare import (ImageStats, Reference, RunnerAccuracy, accuracy_on_active_runner, image_stats,
+                                    require_same_classes)
 from segedge.verify.timing import PeakMemory, measure_latency, median_ms
 
 
@@ -392,14 +393,17 @@ def _int8_graph(export: ExportConfig) -> str:
 
 
 def _measure_one(profile: Profile, export: ExportConfig, precision: str, config: BenchConfig, threads: int,
-                 backend, batch_size: int, references: dict, warn: Callable[[str], None]) -> dict:
+                 backend, batch_size: int, references: dict, warn: Callable[[str], None],
+                 reference: Reference | None = None, accuracy: bool = True) -> dict:
+    """One graph's row. ``reference`` given (the first image only) and ``accuracy`` off: the timing half of a
+    split evaluation, whose accuracy comes from the devices that scored the images."""
     name = export.model or (export.onnx.stem if export.onnx else "?")
     result = export_model(export, log=lambda line: warn(f"{name} {precision}: {line}")
                           if "warning:" in line or "grey" in line or "holdout" in line else None)
     stage_name = export.stage_of(precision)
     stage = result.manifest["stages"][stage_name]
     artifact = result.file(stage_name)
-    reference = _reference(export, references, threads, lambda line: None)
+    reference = reference or _reference(export, references, threads, lambda line: None)
     io = reference.io
     count = len(reference.inputs)
     timing_batch = reference.inputs[np.arange(batch_size) % count]
@@ -414,25 +418,127 @@ def _measure_one(profile: Profile, export: ExportConfig, precision: str, config:
     with runner:
         with PeakMemory() as memory:
             latency = measure_latency(runner, timing_batch, **runs)
-        accuracy = accuracy_on_active_runner(runner, reference, batch=batch_size)
+        scored = accuracy_on_active_runner(runner, reference, batch=batch_size) if accuracy else None
         output = runner.infer(timing_batch)
     image = reference.images[:1]
     pre = median_ms(lambda: io.feed(image, mean, std))
     post = median_ms(lambda: class_map(io.scores(output[:1], reference.size)))  # per image, as pre is
-    parity, report, interval = stage["parity"], accuracy.report, accuracy.interval
+    parity = stage["parity"]
     return {
         "median_ms": latency.median_ms, "p90_ms": latency.p90_ms, "p99_ms": latency.p99_ms, "min_ms": latency.min_ms,
         "runs": latency.runs, "fps": batch_size * latency.fps, "throughput": batch_size * latency.fps, "pre_ms": pre,
-        "post_ms": post, "peak_rss_mb": memory.peak_mb,
-        "miou": report.miou, "reference_miou": report.reference_miou, "miou_drop": report.miou_drop,
-        "drop_low": interval.low, "drop_high": interval.high, "argmax_agreement": report.argmax_agreement,
-        "eval_images": count, "parity_miou": parity["miou"], "parity_drop": parity["miou_drop_points"],
+        "post_ms": post, "peak_rss_mb": memory.peak_mb, **(accuracy_fields(scored) if scored else {}),
+        "parity_miou": parity["miou"], "parity_drop": parity["miou_drop_points"],
         "parity_agreement": parity["argmax_agreement"],
         "artifact": str(artifact), "artifact_sha256": stage_digest(stage),
         "classes": json.dumps(list(result.manifest.get("class_names") or [])),
         "variant": backend.variant(precision, profile) or None,
         **({"int8_graph": _int8_graph(export)} if precision == "int8" else {}),
     }
+
+
+def accuracy_fields(accuracy: RunnerAccuracy) -> dict:
+    """A row's accuracy columns, from one pass or from the joined parts of a split evaluation alike."""
+    report, interval = accuracy.report, accuracy.interval
+    return {"miou": report.miou, "reference_miou": report.reference_miou, "miou_drop": report.miou_drop,
+            "drop_low": interval.low, "drop_high": interval.high, "argmax_agreement": report.argmax_agreement,
+            "eval_images": report.images}
+
+
+# split evaluation: one device times a row, the profile's devices score slices of the evaluation split -------------
+
+def split_part(profile: Profile, backend_name: str, machine: Machine, config: BenchConfig, precision: str,
+               images: tuple[int, int] | None, finished: frozenset = frozenset()) -> dict:
+    """One part of a split evaluation of ``config``'s one model, on this device, at batch 1.
+
+    ``images`` None: the row's timing (latency, memory, pre/post, end to end) without its accuracy, or
+    ``{"resumed": identity}`` when ``finished`` holds the row's identity. ``images`` (start, stop): the per-image
+    stats of those evaluation images on the same artifact and runner (:class:`ImageStats`). Every part says what
+    it scored (model file, data fingerprint, artifact hash, image count), so the parts are joined only when they
+    agree."""
+    (source,) = config.all_sources()
+    threads = profile.threads or os.cpu_count() or 1
+    export = export_config_for(profile, source, precision, config.input_size, config, threads,
+                               profile.int8_scheme_on(backend_name, machine))
+    size = tuple(export.input_size or _size_of(source, export, profile))
+    count, seen = _what_is_scored(export, size)
+    if config.expect_data is not None:
+        require_expected_data(config, size, seen["data"])
+    identity = row_identity(profile, export, precision, seen, count, threads, machine)
+    scored = {"identity": identity, "data_fingerprint": seen["data"], "model_fingerprint": seen["model"],
+              "count": count}
+    key = dict(machine_id=machine.machine_id, profile=profile.name, model=source.name, precision=precision,
+               height=size[0], width=size[1], batch=1)
+    if images is None and not config.force and identity in finished:
+        return {"resumed": identity, **scored}
+    backend = get_backend(backend_name)
+    refusal = backend.refuses(precision, profile, machine)
+    source_model = resolve_source(export)
+    eval_set, _, _ = evaluation_sets(export.data, size, export.seed, calib_data=export.calib_data)
+    if images is not None:
+        start, stop = images
+        if not 0 <= start < stop <= count:
+            raise SegedgeError(f"images {start}..{stop} are not within the {count} evaluation images")
+        if refusal:
+            raise SegedgeError(refusal)
+        result = export_model(export)
+        stage = result.manifest["stages"][export.stage_of(precision)]
+        artifact = result.file(export.stage_of(precision))
+        reference = reference_for(source_model, eval_set, stop, threads, first=start)
+        if backend.isolate:
+            probe(backend.name, artifact, profile, size, precision, threads, result.manifest)
+        runner = backend.runner(backend.prepare(artifact, profile, size, precision=precision), precision=precision,
+                                threads=threads, profile=profile, manifest=result.manifest)
+        with runner:
+            stats = image_stats(runner, reference, batch=1)
+        return {"stats": stats, "images": [start, stop], "artifact_sha256": stage_digest(stage), **scored}
+    row = {**key, "machine": machine.fingerprint(), "backend": backend_name, "threads": threads,
+           "tolerance": profile.tolerance[precision], "eval_images": config.eval_images, "quick": int(config.quick),
+           "data": config.data_label or config.data, "identity": identity, "data_fingerprint": seen["data"],
+           "model_fingerprint": seen["model"]}
+    try:
+        if refusal:
+            raise SegedgeError(refusal)
+        first = reference_for(source_model, eval_set, 1, threads)  # timing needs one image, not the split
+        with machine_timing_lock():
+            row.update(_measure_one(profile, export, precision, config, threads, backend, 1, {}, lambda _: None,
+                                    reference=first, accuracy=False))
+            if first.images is not None:
+                row.update(_end_to_end(Path(row["artifact"]), backend, precision, threads, profile, first,
+                                       row["median_ms"], frames=3 if config.quick else 10))
+        if precision == "int8":
+            row["variant"] = "; ".join(filter(None, (row["variant"], f"INT8 graph: {row.pop('int8_graph')}")))
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        row.update(status="failed", reason=_reason(exc))
+    return {"row": row, **scored}
+
+
+def joined_split_row(timing: dict, parts: list[dict], where: list[str]) -> dict:
+    """The row of a split evaluation: the timing part's figures, the accuracy of every image's stats joined in
+    order. Refused unless every part scored the same model file, artifact, data and images as the row."""
+    row = dict(timing["row"])
+    parts, where = zip(*sorted(zip(parts, where), key=lambda pair: pair[0]["images"][0]))
+    covered = [i for part in parts for i in range(*part["images"])]
+    if covered != list(range(timing["count"])):
+        raise SegedgeError(f"the split evaluation of {row['model']} {row['precision']} scored images {covered}, not "
+                           f"each of the {timing['count']} once")
+    for part, host in zip(parts, where):
+        for field_name in ("data_fingerprint", "model_fingerprint", "count"):
+            if part[field_name] != timing[field_name]:
+                raise SegedgeError(f"{host} scored {row['model']} {row['precision']} on another {field_name.split('_')[0]} "
+                                   f"({part[field_name]}) than the row's ({timing[field_name]}): nothing was joined")
+        if part["artifact_sha256"] != row["artifact_sha256"]:
+            raise SegedgeError(f"{host} ran another {row['precision']} artifact of {row['model']} than the one timed "
+                               f"(sha256 {part['artifact_sha256'][:12]} against {row['artifact_sha256'][:12]}): nothing "
+                               f"was joined")
+    row.update(accuracy_fields(ImageStats.joined([part["stats"] for part in parts]).accuracy()))
+    row["status"] = _status(row, row["tolerance"])
+    hosts = sorted(set(where))
+    said = f"accuracy: {timing['count']} images split over {len(parts)} parts on {', '.join(hosts)}"
+    row["variant"] = "; ".join(filter(None, (row.get("variant"), said)))
+    return row
 
 
 def _end_to_end(artifact: Path, backend, precision: str, threads: int, profile: Profile, reference: Reference,

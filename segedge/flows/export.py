@@ -221,10 +221,11 @@ def data_name(dataset) -> str:
     return f"{getattr(dataset, 'layout', 'dataset')} {root}" if root is not None else "the built-in synthetic scenes"
 
 
-def reference_for(source: Source, eval_set, count: int, threads: int) -> Reference:
-    """FP32 scores of ``source`` on the first ``count`` evaluation images: what every artifact is compared to."""
+def reference_for(source: Source, eval_set, count: int, threads: int, first: int = 0) -> Reference:
+    """FP32 scores of ``source`` on the first ``count`` evaluation images (from ``first``: one part of a split
+    evaluation): what every artifact is compared to."""
     require_same_classes(source.name, source.num_classes, data_name(eval_set), eval_set.num_classes)
-    images, masks = eval_set.batch(0, count)
+    images, masks = eval_set.batch(first, count - first)
     inputs = source.io.feed(images, source.spec.mean, source.spec.std)
     return reference_from_runner(source.reference_runner(threads), inputs, masks, source.num_classes, source.io, images)
 

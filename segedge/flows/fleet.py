@@ -56,6 +56,7 @@ class JobRecord:
     rows: list[dict] = field(default_factory=list, repr=False)
     error: str | None = None
     fetched_bytes: int | None = None  # the artifact route: what this job took from the object store
+    part: dict | None = field(default=None, repr=False)  # a split evaluation's part (its timing or its image stats)
 
 
 @dataclass
@@ -129,27 +130,16 @@ def run_artifact_job(profile_name: str, profile_toml: bytes, name: str, precisio
     reaches each node once. ``data`` is ``{"arg": "packed:data/…", "label": …, "expect": {"HxW": fingerprint}}``
     (None: the built-in scenes): the sweep refuses, before any row, data that is not what the workstation scored.
     """
-    from segedge.backends.profiles import load_profile_file, require_runnable
-    from segedge.core.hardware import detect_machine
     from segedge.core.results import ResultsStore
-    from segedge.flows.bench import BenchConfig, BenchSource, run_sweep
+    from segedge.flows.bench import run_sweep
 
-    started = time.time()
-    info = {"hostname": socket.gethostname(), "started": started, "node_id": _node_id()}
-    root = Path(device_dir).expanduser()
+    info = {"hostname": socket.gethostname(), "started": time.time(), "node_id": _node_id()}
     try:
-        fetched = _materialize(root, places, blobs)
-        profile = load_profile_file(_content_addressed(root / "profiles", f"{profile_name}.toml", profile_toml))
-        machine = detect_machine()
-        backend = require_runnable(profile, machine)
-        expect = {tuple(int(v) for v in k.split("x")): fp for k, fp in (data or {}).get("expect", {}).items()}
-        config = BenchConfig(models=(), precisions=(precision,), input_size=None, store=root / "results.sqlite",
-                             artifacts=root / "export", eval_images=eval_images, quick=quick, force=force,
-                             sources=(BenchSource(name, artifact=root / artifact_dir),),
-                             data=f"packed:{root / data['arg'].partition(':')[2]}" if data else "synthetic",
-                             expect_data=expect or None, data_label=data["label"] if data else None)
+        fetched, profile, machine, backend, config = _artifact_setup(
+            Path(device_dir).expanduser(), places, blobs, profile_name, profile_toml, name, precision, artifact_dir,
+            data, eval_images, quick, force)
         run_sweep(profile, backend, machine, config)
-        label = config.data_label or config.data
+        label, expect = config.data_label or config.data, config.expect_data
         with ResultsStore(config.store) as store:  # resumed rows too, so a driver that missed them gets them
             rows = [r for r in store.latest_rows() if r["machine_id"] == machine.machine_id
                     and r["profile"] == profile.name and r["model"] == name and r["precision"] == precision
@@ -158,6 +148,44 @@ def run_artifact_job(profile_name: str, profile_toml: bytes, name: str, precisio
     except SegedgeError as exc:
         return {**info, "ended": time.time(), "rows": [], "error": str(exc), "fetched_bytes": 0}
     return {**info, "ended": time.time(), "rows": rows, "error": None, "fetched_bytes": fetched}
+
+
+def run_split_part(profile_name: str, profile_toml: bytes, name: str, precision: str, artifact_dir: str,
+                   places: dict[str, str], blobs: dict, data: dict | None, eval_images: int | None, quick: bool,
+                   force: bool, device_dir: str, images: tuple[int, int] | None, finished: frozenset) -> dict:
+    """On the device: one part of a split evaluation (``segedge.flows.bench.split_part``): the row's timing
+    (``images`` None), or the per-image stats of evaluation images ``images`` = (start, stop)."""
+    from segedge.flows.bench import split_part
+
+    info = {"hostname": socket.gethostname(), "started": time.time(), "node_id": _node_id()}
+    try:
+        fetched, profile, machine, backend, config = _artifact_setup(
+            Path(device_dir).expanduser(), places, blobs, profile_name, profile_toml, name, precision, artifact_dir,
+            data, eval_images, quick, force)
+        part = split_part(profile, backend, machine, config, precision, images, finished)
+    except SegedgeError as exc:
+        return {**info, "ended": time.time(), "error": str(exc), "fetched_bytes": 0}
+    return {**info, "ended": time.time(), "error": None, "fetched_bytes": fetched, "part": part}
+
+
+def _artifact_setup(root: Path, places, blobs, profile_name, profile_toml, name, precision, artifact_dir, data,
+                    eval_images, quick, force):
+    """The files in place, the profile checked against this device, and the one-model config of a job."""
+    from segedge.backends.profiles import load_profile_file, require_runnable
+    from segedge.core.hardware import detect_machine
+    from segedge.flows.bench import BenchConfig, BenchSource
+
+    fetched = _materialize(root, places, blobs)
+    profile = load_profile_file(_content_addressed(root / "profiles", f"{profile_name}.toml", profile_toml))
+    machine = detect_machine()
+    backend = require_runnable(profile, machine)
+    expect = {tuple(int(v) for v in k.split("x")): fp for k, fp in (data or {}).get("expect", {}).items()}
+    config = BenchConfig(models=(), precisions=(precision,), input_size=None, store=root / "results.sqlite",
+                         artifacts=root / "export", eval_images=eval_images, quick=quick, force=force,
+                         sources=(BenchSource(name, artifact=root / artifact_dir),),
+                         data=f"packed:{root / data['arg'].partition(':')[2]}" if data else "synthetic",
+                         expect_data=expect or None, data_label=data["label"] if data else None)
+    return fetched, profile, machine, backend, config
 
 
 def _materialize(root: Path, places: dict[str, str], blobs: dict) -> int:
@@ -219,7 +247,7 @@ def sweep_on_ray(address: str, profile_args: list[str], models: tuple[str, ...],
                  input_size: tuple[int, int] | None, store: Path, checkpoints: dict[str, Path] | None = None,
                  eval_images: int = 8, quick: bool = False, force: bool = False,
                  device_dir: str = DEFAULT_DEVICE_DIR, timeout_s: float | None = None,
-                 log: Log = lambda _: None, own=None) -> FleetResult:
+                 log: Log = lambda _: None, own=None, split_eval: bool = False) -> FleetResult:
     """Every model × precision × profile as one job on a device advertising the profile.
 
     ``own`` (a :class:`~segedge.flows.bench.BenchConfig` with the user's models — ``--onnx``, ``--model``,
@@ -227,6 +255,10 @@ def sweep_on_ray(address: str, profile_args: list[str], models: tuple[str, ...],
     (calibration here, in the scheme a device of the profile says it builds), artifacts and the evaluation split
     go through Ray's object store once and each node keeps them by content, and every job benches the artifact
     there, refusing data that is not what was scored here. Without it, each device exports the zoo models itself.
+
+    ``split_eval``: each row is timed on one device of its profile and its evaluation images are cut in as many
+    consecutive slices as the profile has devices, scored in parallel; the per-image stats joined here give the
+    mIoU, interval and agreement one device would give (artifacts are then exported here for the zoo too).
     """
     from segedge.backends.profiles import load_profile
     from segedge.core.precision import parse_precisions
@@ -234,8 +266,8 @@ def sweep_on_ray(address: str, profile_args: list[str], models: tuple[str, ...],
 
     ray = import_ray()
     profiles = [load_profile(name) for name in profile_args]
-    if own is not None and (own.sources or own.data != "synthetic"):
-        return _sweep_artifacts(ray, address, profiles, own, precisions, store, device_dir, timeout_s, log)
+    if own is not None and (own.sources or own.data != "synthetic" or split_eval):
+        return _sweep_artifacts(ray, address, profiles, own, precisions, store, device_dir, timeout_s, log, split_eval)
     models = tuple(get_spec(m).name for m in models)
     jobs = []
     for profile in profiles:
@@ -330,7 +362,7 @@ def _gather(ray, pending: dict, store: Path, timeout_s: float | None, log: Log) 
 
 
 def _sweep_artifacts(ray, address: str, profiles, own, precisions, store: Path, device_dir: str,
-                     timeout_s: float | None, log: Log) -> FleetResult:
+                     timeout_s: float | None, log: Log, split: bool = False) -> FleetResult:
     """``sweep_on_ray`` for the user's models and data: exported here, benched there as artifacts."""
     from dataclasses import replace
 
@@ -354,7 +386,7 @@ def _sweep_artifacts(ray, address: str, profiles, own, precisions, store: Path, 
 
         pending, data_places, data, count = {}, None, None, None
         probe = ray.remote(probe_int8_scheme)
-        task = ray.remote(run_artifact_job)
+        task, part_task = ray.remote(run_artifact_job), ray.remote(run_split_part)
         for profile in profiles:
             toml = profile.path.read_bytes()
             wanted = parse_precisions(precisions or own.precisions or profile.precisions)
@@ -384,14 +416,136 @@ def _sweep_artifacts(ray, address: str, profiles, own, precisions, store: Path, 
                 blobs = put(shipment, places)
                 for precision in wanted:
                     job = Job(profile.name, source.name, precision)
-                    ref = task.options(resources={profile.name: 1}, num_cpus=0, name=f"segedge {job.describe()}").remote(
-                        profile.name, toml, source.name, precision, remote_dir, places, blobs, job_data,
-                        eval_images or count, own.quick, own.force, device_dir)
-                    pending[ref] = job
+                    args = (profile.name, toml, source.name, precision, remote_dir, places, blobs, job_data,
+                            eval_images or count, own.quick, own.force, device_dir)
+                    options = dict(resources={profile.name: 1}, num_cpus=0, name=f"segedge {job.describe()}")
+                    if split:  # the timing part first: its identity says whether the row is already here
+                        ref = part_task.options(**options).remote(*args, None, _finished(store, job, own.quick))
+                        pending[ref] = SplitJob(job, args, eval_images or count, _devices_of(ray, profile.name))
+                    else:
+                        pending[task.options(**options).remote(*args)] = job
         if not pending:
             raise FleetError("no model could be exported here: nothing was sent")
-        log(f"dispatched {len(pending)} jobs to {address}: one at a time per device")
+        log(f"dispatched {len(pending)} jobs to {address}: one at a time per device"
+            + ("; each row's evaluation images are split over its profile's devices" if split else ""))
+        if split:
+            return _gather_split(ray, part_task, pending, store, timeout_s, log)
         return _gather(ray, pending, store, timeout_s, log)
+
+
+@dataclass
+class SplitJob:
+    """One row of a split evaluation: its timing part, then one part per slice of the evaluation images."""
+
+    job: Job
+    args: tuple  # run_split_part's arguments before ``images`` and ``finished``
+    images: int
+    devices: list[str]  # the nodes advertising the profile: the evaluation split is cut in as many slices
+    timing: dict | None = None
+    parts: list[dict] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)
+    left: int = 0
+
+    def slices(self) -> list[tuple[tuple[int, int], str]]:
+        """Consecutive (start, stop) slices, one per device, each with the node it is meant for."""
+        n = max(1, len(self.devices))
+        cuts = [round(i * self.images / n) for i in range(n + 1)]
+        return [((a, b), node) for (a, b), node in zip(zip(cuts, cuts[1:]), self.devices or [""]) if b > a]
+
+
+def _devices_of(ray, profile: str) -> list[str]:
+    """Node ids of the live nodes advertising ``profile``."""
+    return sorted(node["NodeID"] for node in ray.nodes()
+                  if node.get("Alive") and node.get("Resources", {}).get(profile, 0) >= 1)
+
+
+def _finished(store: Path, job: Job, quick: bool) -> frozenset:
+    """Identities of the rows of ``job`` already measured in the local store (a quick run takes any)."""
+    from segedge.core.results import MEASURED, ResultsStore
+
+    if not Path(store).is_file():
+        return frozenset()
+    with ResultsStore(store) as results:
+        return frozenset(r["identity"] for r in results.rows()
+                         if (r["profile"], r["model"], r["precision"], r["batch"]) == (job.profile, job.model, job.precision, 1)
+                         and r["status"] in MEASURED and r.get("identity")
+                         and (quick or not r.get("quick")))
+
+
+def _gather_split(ray, part_task, pending: dict, store: Path, timeout_s: float | None, log: Log) -> FleetResult:
+    """``_gather`` for split evaluations: a row's timing part, when it is not resumed, dispatches the row's image
+    slices on the profile's devices; the row is joined and merged here once every slice is in."""
+    from segedge.core.results import ResultsStore
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from segedge.flows.bench import joined_split_row
+
+    result = FleetResult()
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    errors = []
+    with ResultsStore(store) as local:
+        while pending:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=wait)
+            if not done:
+                for ref in pending:
+                    ray.cancel(ref, force=True)
+                left = ", ".join(sorted({s.job.describe() for s in pending.values()}))
+                raise FleetError(f"{len(pending)} jobs unfinished after {timeout_s:.0f} s ({left}); finished rows "
+                                 f"are in {store}; rerun to resume")
+            split = pending.pop(done[0])
+            record = _collect(ray, done[0], split.job)
+            result.jobs.append(record)
+            part = record.part
+            what = "timing" if split.timing is None else f"images {part['images'][0]}-{part['images'][1] - 1}" if part else "a slice"
+            fetched = f", fetched {record.fetched_bytes / 1e6:.1f} MB" if record.fetched_bytes is not None else ""
+            if record.error is not None:
+                errors.append(record)
+                log(f"❌ {split.job.describe()} ({what}) on {record.hostname or 'the cluster'}: {record.error}")
+                continue
+            log(f"{split.job.describe()}: {what} on {record.hostname} in {record.ended - record.started:.1f} s{fetched}")
+            if split.timing is None:
+                if "resumed" in part:
+                    log(f"{split.job.describe()}: already measured, same model file, data, preprocessing, profile and "
+                        f"device (resumed; --force to redo)")
+                    row = local.finished_row(part["resumed"], quick=True)
+                    result.rows.extend([row] if row else [])
+                    continue
+                split.timing = part
+                if part["row"].get("status") == "failed":
+                    _merge_rows(local, [part["row"]])
+                    result.rows.append(part["row"])
+                    log(f"❌ {split.job.describe()}: {part['row']['reason']}")
+                    continue
+                slices = split.slices()
+                split.left = len(slices)
+                for images, node in slices:
+                    # each slice to its own device (Ray's view of free devices can lag, and queue two on one);
+                    # soft: a device gone since is replaced by any other of the profile
+                    where = NodeAffinitySchedulingStrategy(node, soft=True) if node else "DEFAULT"
+                    ref = part_task.options(resources={split.job.profile: 1}, num_cpus=0, scheduling_strategy=where,
+                                            name=f"segedge {split.job.describe()} {images}").remote(
+                        *split.args, images, frozenset())
+                    pending[ref] = split
+                continue
+            split.parts.append(part)
+            split.hosts.append(f"{record.hostname}:{record.node_id[:8]}" if record.node_id else record.hostname)
+            split.left -= 1
+            if split.left == 0:
+                try:
+                    row = joined_split_row(split.timing, split.parts, split.hosts)
+                except SegedgeError as exc:
+                    errors.append(JobRecord(split.job, error=str(exc)))
+                    log(f"❌ {split.job.describe()}: {exc}")
+                    continue
+                merged = _merge_rows(local, [row])
+                result.rows.append(row)
+                log(f"{split.job.describe()}: joined {len(split.parts)} slices of {split.images} images ({merged} new row)")
+    if errors:
+        first = errors[0]
+        raise FleetError(f"{len(errors)} parts of the split evaluation failed; first: {first.job.describe()} on "
+                         f"{first.hostname or 'the cluster'}: {first.error}")
+    return result
 
 
 def _probe(address: str, timeout_s: float = 10.0) -> None:
@@ -413,7 +567,8 @@ def _collect(ray, ref, job: Job) -> JobRecord:
         lines = str(exc).strip().splitlines()
         return JobRecord(job, error=f"{type(exc).__name__}: {lines[-1] if lines else ''}")
     return JobRecord(job, node_id=out["node_id"], hostname=out["hostname"], started=out["started"],
-                     ended=out["ended"], rows=out["rows"], error=out["error"], fetched_bytes=out.get("fetched_bytes"))
+                     ended=out["ended"], rows=out.get("rows", []), error=out["error"], fetched_bytes=out.get("fetched_bytes"),
+                     part=out.get("part"))
 
 
 def _merge_rows(store, rows: list[dict]) -> int:

@@ -139,3 +139,47 @@ def test_own_onnx_and_folder_data_are_exported_here_and_reach_the_node_once(clus
         (here,) = results.rows()
     for column in ("miou", "reference_miou", "drop_low", "drop_high", "argmax_agreement", "data_fingerprint"):
         assert rows["fp32"][column] == pytest.approx(here[column], abs=1e-9), column
+
+
+def test_a_split_evaluation_over_two_devices_gives_exactly_the_unsplit_figures(cluster, blobs, capsys):
+    """Two nodes advertise one profile: with --split-eval each slice of the evaluation images is scored on its
+    own device, and the joined row holds the mIoU, interval and agreement of the unsplit run, bit for bit (an
+    INT8 row, whose drop has an interval that is not a point)."""
+    cluster, _, root = cluster
+    loopback = dict(node_ip_address="127.0.0.1", num_cpus=1, object_store_memory=80 * 1024 * 1024)
+    pair = [cluster.add_node(**loopback, resources={"cpu-pair": 1}) for _ in range(2)]
+    try:
+        (root / "cpu-pair.toml").write_text(PROFILE.replace('name = "cpu-tiny"', 'name = "cpu-pair"')
+                                            .replace('precisions = ["fp32", "fp16"]', 'precisions = ["int8"]'))
+        onnx_path = stride4(root / "pair.onnx")
+
+        def sweep(store, *extra):
+            argv = ["sweep", "--ray", cluster.address, "--profiles", str(root / "cpu-pair.toml"), "--onnx",
+                    f"s4={onnx_path}", "--data", f"folder:{blobs}", "--mean", "0", "--std", "1", "--calib-images", "4",
+                    "--quantize-classifier", "--quick", "--results",
+                    str(store), "--out", str(root / "pair-export"), "--device-dir", str(root / "pair-device"),
+                    "--timeout", "300", *extra]
+            assert main(argv) == 0, capsys.readouterr().err
+            return capsys.readouterr().err
+
+        sweep(root / "whole.sqlite")
+        err = sweep(root / "split.sqlite", "--split-eval")
+        with ResultsStore(root / "whole.sqlite") as results:
+            (whole,) = results.rows()
+        with ResultsStore(root / "split.sqlite") as results:
+            (split,) = results.rows()
+        for column in ("miou", "reference_miou", "miou_drop", "drop_low", "drop_high", "argmax_agreement",
+                       "eval_images", "data_fingerprint", "model_fingerprint", "artifact_sha256", "status"):
+            assert split[column] == whole[column], column
+        assert whole["eval_images"] == 6 and split["drop_low"] < split["drop_high"]
+        assert "images 0-2 on" in err and "images 3-5 on" in err, err
+        nodes = {n.node_id[:8] for n in pair}
+        assert "split over 2 parts" in split["variant"] and all(n in split["variant"] for n in nodes), split["variant"]
+
+        again = sweep(root / "split.sqlite", "--split-eval")  # a rerun measures nothing and fetches nothing
+        assert "already measured" in again and "images 0-2" not in again, again
+        with ResultsStore(root / "split.sqlite") as results:
+            assert len(results.rows()) == 1
+    finally:
+        for node in pair:
+            cluster.remove_node(node)

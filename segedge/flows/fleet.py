@@ -419,9 +419,12 @@ def _sweep_artifacts(ray, address: str, profiles, own, precisions, store: Path, 
                     args = (profile.name, toml, source.name, precision, remote_dir, places, blobs, job_data,
                             eval_images or count, own.quick, own.force, device_dir)
                     options = dict(resources={profile.name: 1}, num_cpus=0, name=f"segedge {job.describe()}")
-                    if split:  # the timing part first: its identity says whether the row is already here
-                        ref = part_task.options(**options).remote(*args, None, _finished(store, job, own.quick))
-                        pending[ref] = SplitJob(job, args, eval_images or count, _devices_of(ray, profile.name))
+                    if split:  # the timing part; with rows of it here, first: its identity says if it is one
+                        finished = _finished(store, job, own.quick) if not own.force else frozenset()
+                        row_job = SplitJob(job, args, eval_images or count, _devices_of(ray, profile.name))
+                        pending[part_task.options(**options).remote(*args, None, finished)] = (row_job, None)
+                        if not finished:  # nothing to resume: the slices run beside the timing
+                            _dispatch_slices(part_task, row_job, pending)
                     else:
                         pending[task.options(**options).remote(*args)] = job
         if not pending:
@@ -444,7 +447,8 @@ class SplitJob:
     timing: dict | None = None
     parts: list[dict] = field(default_factory=list)
     hosts: list[str] = field(default_factory=list)
-    left: int = 0
+    dispatched: bool = False  # its slices are on their way
+    failed: bool = False
 
     def slices(self) -> list[tuple[tuple[int, int], str]]:
         """Consecutive (start, stop) slices, one per device, each with the node it is meant for."""
@@ -473,11 +477,10 @@ def _finished(store: Path, job: Job, quick: bool) -> frozenset:
 
 
 def _gather_split(ray, part_task, pending: dict, store: Path, timeout_s: float | None, log: Log) -> FleetResult:
-    """``_gather`` for split evaluations: a row's timing part, when it is not resumed, dispatches the row's image
-    slices on the profile's devices; the row is joined and merged here once every slice is in."""
+    """``_gather`` for split evaluations: a row is joined and merged here once its timing part and every image
+    slice are in. Slices already dispatched (nothing to resume) run beside the timing; otherwise the timing part,
+    when it is not resumed, dispatches them."""
     from segedge.core.results import ResultsStore
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     from segedge.flows.bench import joined_split_row
 
     result = FleetResult()
@@ -490,62 +493,69 @@ def _gather_split(ray, part_task, pending: dict, store: Path, timeout_s: float |
             if not done:
                 for ref in pending:
                     ray.cancel(ref, force=True)
-                left = ", ".join(sorted({s.job.describe() for s in pending.values()}))
+                left = ", ".join(sorted({split.job.describe() for split, _ in pending.values()}))
                 raise FleetError(f"{len(pending)} jobs unfinished after {timeout_s:.0f} s ({left}); finished rows "
                                  f"are in {store}; rerun to resume")
-            split = pending.pop(done[0])
+            split, images = pending.pop(done[0])
             record = _collect(ray, done[0], split.job)
             result.jobs.append(record)
-            part = record.part
-            what = "timing" if split.timing is None else f"images {part['images'][0]}-{part['images'][1] - 1}" if part else "a slice"
-            fetched = f", fetched {record.fetched_bytes / 1e6:.1f} MB" if record.fetched_bytes is not None else ""
+            what = "timing" if images is None else f"images {images[0]}-{images[1] - 1}"
             if record.error is not None:
                 errors.append(record)
+                split.failed = True
                 log(f"❌ {split.job.describe()} ({what}) on {record.hostname or 'the cluster'}: {record.error}")
                 continue
+            fetched = f", fetched {record.fetched_bytes / 1e6:.1f} MB" if record.fetched_bytes is not None else ""
             log(f"{split.job.describe()}: {what} on {record.hostname} in {record.ended - record.started:.1f} s{fetched}")
-            if split.timing is None:
-                if "resumed" in part:
-                    log(f"{split.job.describe()}: already measured, same model file, data, preprocessing, profile and "
-                        f"device (resumed; --force to redo)")
-                    row = local.finished_row(part["resumed"], quick=True)
-                    result.rows.extend([row] if row else [])
-                    continue
-                split.timing = part
-                if part["row"].get("status") == "failed":
-                    _merge_rows(local, [part["row"]])
-                    result.rows.append(part["row"])
-                    log(f"❌ {split.job.describe()}: {part['row']['reason']}")
-                    continue
-                slices = split.slices()
-                split.left = len(slices)
-                for images, node in slices:
-                    # each slice to its own device (Ray's view of free devices can lag, and queue two on one);
-                    # soft: a device gone since is replaced by any other of the profile
-                    where = NodeAffinitySchedulingStrategy(node, soft=True) if node else "DEFAULT"
-                    ref = part_task.options(resources={split.job.profile: 1}, num_cpus=0, scheduling_strategy=where,
-                                            name=f"segedge {split.job.describe()} {images}").remote(
-                        *split.args, images, frozenset())
-                    pending[ref] = split
+            part = record.part
+            if images is not None:
+                split.parts.append(part)
+                split.hosts.append(f"{record.hostname}:{record.node_id[:8]}" if record.node_id else record.hostname)
+            elif "resumed" in part:
+                log(f"{split.job.describe()}: already measured, same model file, data, preprocessing, profile and "
+                    f"device (resumed; --force to redo)")
+                row = local.finished_row(part["resumed"], quick=True)
+                result.rows.extend([row] if row else [])
                 continue
-            split.parts.append(part)
-            split.hosts.append(f"{record.hostname}:{record.node_id[:8]}" if record.node_id else record.hostname)
-            split.left -= 1
-            if split.left == 0:
-                try:
-                    row = joined_split_row(split.timing, split.parts, split.hosts)
-                except SegedgeError as exc:
-                    errors.append(JobRecord(split.job, error=str(exc)))
-                    log(f"❌ {split.job.describe()}: {exc}")
-                    continue
-                merged = _merge_rows(local, [row])
-                result.rows.append(row)
-                log(f"{split.job.describe()}: joined {len(split.parts)} slices of {split.images} images ({merged} new row)")
+            elif part["row"].get("status") == "failed":
+                split.failed = True
+                _merge_rows(local, [part["row"]])
+                result.rows.append(part["row"])
+                log(f"❌ {split.job.describe()}: {part['row']['reason']}")
+                continue
+            else:
+                split.timing = part
+                if not split.dispatched:
+                    _dispatch_slices(part_task, split, pending)
+            if split.failed or split.timing is None or len(split.parts) < len(split.slices()):
+                continue
+            try:
+                row = joined_split_row(split.timing, split.parts, split.hosts)
+            except SegedgeError as exc:
+                errors.append(JobRecord(split.job, error=str(exc)))
+                log(f"❌ {split.job.describe()}: {exc}")
+                continue
+            merged = _merge_rows(local, [row])
+            result.rows.append(row)
+            log(f"{split.job.describe()}: joined {len(split.parts)} slices of {split.images} images ({merged} new row)")
     if errors:
         first = errors[0]
         raise FleetError(f"{len(errors)} parts of the split evaluation failed; first: {first.job.describe()} on "
                          f"{first.hostname or 'the cluster'}: {first.error}")
     return result
+
+
+def _dispatch_slices(part_task, split: "SplitJob", pending: dict) -> None:
+    """One job per slice of the row's evaluation images, each pinned to its own device of the profile (Ray's
+    view of free devices can lag and queue two on one); soft: a device gone since is replaced by another."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    split.dispatched = True
+    for images, node in split.slices():
+        where = NodeAffinitySchedulingStrategy(node, soft=True) if node else "DEFAULT"
+        ref = part_task.options(resources={split.job.profile: 1}, num_cpus=0, scheduling_strategy=where,
+                                name=f"segedge {split.job.describe()} {images}").remote(*split.args, images, frozenset())
+        pending[ref] = (split, images)
 
 
 def _probe(address: str, timeout_s: float = 10.0) -> None:

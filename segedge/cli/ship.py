@@ -49,7 +49,7 @@ def add_parser(sub) -> None:
         help="what to deploy: the fastest model × size × precision within a latency budget and a drop limit",
         description="Search models × input sizes × precisions on a profile, cheap first (time, then score on a "
         "growing number of images), and hand over the fastest candidate whose median is within --budget-ms and whose "
-        "mIoU drop (95 %% interval's upper end, against the model at its own size in FP32, scored at the labels' full "
+        "mIoU drop (95 % interval's upper end, against the model at its own size in FP32, scored at the labels' full "
         "resolution) is within --max-drop, as a bundle segedge.Predictor loads as it is.",
     )
     p.add_argument("--profile", required=True, help="profile name (see `segedge profiles`), `jetson`, or a .toml path")

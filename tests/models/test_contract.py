@@ -174,7 +174,7 @@ def test_checkpoint_round_trip_and_fp16_int8_export(exported: Exported, tmp_path
 
     open_gate = ParityGate(0.0)
     source = (dict(model=name, checkpoint=path, dynamic=spec.dynamic_hw) if name in FULL_CHAIN
-              else dict(onnx=exported.path, mean=spec.mean, std=spec.std))
+              else dict(model="", onnx=exported.path, mean=spec.mean, std=spec.std))
     config = ExportConfig(
         **source, input_size=size, precisions=("fp16", "int8"),
         int8_config=Int8Config(calib_images=2, chunk=2), eval_images=2, store=tmp_path / "store", threads=2,

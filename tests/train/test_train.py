@@ -148,12 +148,12 @@ def test_unknown_loss_is_a_one_line_error(capsys):
 
 def test_default_synthetic_recipe_is_the_quick_one_and_has_its_own_cache_key():
     recipe = TrainConfig(model="bisenet").recipe()
-    quick = dict(iterations=160, batch_size=4, crop=(256, 256), train_scenes=40, scene_size=(512, 1024), lr=2.5e-4,
+    quick = dict(iterations=120, batch_size=4, crop=(192, 192), train_scenes=40, scene_size=(512, 1024), lr=2.5e-4,
                  loss="ce", optimizer="adamw", schedule="poly", val_images=8, seed=0)
     assert {k: recipe[k] for k in quick} == quick
     # the default before issue 18 (400 iterations, batch 8, 160 scenes, lr 2e-3) cached its weights under this key:
     # the new default never reads them, and these flags still find them
-    old = TrainConfig(model="bisenet", iterations=400, batch_size=8, train_scenes=160, lr=2e-3)
+    old = TrainConfig(model="bisenet", iterations=400, batch_size=8, train_scenes=160, lr=2e-3, crop=(256, 256))
     assert old.cache_key() == "bisenet-d3f6517fcfe8" != TrainConfig(model="bisenet").cache_key()
 
 
@@ -232,4 +232,5 @@ def test_a_given_crop_larger_than_the_scene_is_still_refused():
     with pytest.raises(InputSizeError, match="larger than the scene size"):
         TrainConfig(model="unet", crop=(256, 256), scene_size=(224, 192)).validate()
     assert TrainConfig(model="unet", scene_size=(224, 192)).crop == (224, 192)
-    assert TrainConfig(model="bisenet").crop == (256, 256)  # the synthetic recipe's crop, and its cache key, unchanged
+    assert TrainConfig(model="bisenet").crop == (192, 192)  # the synthetic recipe's crop, and its cache key, unchanged
+    assert TrainConfig(model="unet", data="folder:/x", scene_size=(512, 512)).crop == (256, 256)  # real data's

@@ -327,6 +327,18 @@ class _connected:
             self.ray.shutdown()
 
 
+def _next_done(ray, pending: dict, deadline: float | None, timeout_s: float | None, store: Path, left: list[str]):
+    """The next finished job's reference; past the deadline, every pending job cancelled and a one-line error."""
+    wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+    done, _ = ray.wait(list(pending), num_returns=1, timeout=wait)
+    if not done:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise FleetError(f"{len(pending)} jobs unfinished after {timeout_s:.0f} s ({', '.join(left)}); finished rows "
+                         f"are in {store}; rerun to resume")
+    return done[0]
+
+
 def _gather(ray, pending: dict, store: Path, timeout_s: float | None, log: Log) -> FleetResult:
     """Wait for every job, merging each one's rows into ``store`` the moment it finishes."""
     from segedge.core.results import ResultsStore
@@ -335,16 +347,9 @@ def _gather(ray, pending: dict, store: Path, timeout_s: float | None, log: Log) 
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     with ResultsStore(store) as local:
         while pending:
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=wait)
-            if not done:
-                for ref in pending:
-                    ray.cancel(ref, force=True)
-                left = ", ".join(j.describe() for j in pending.values())
-                raise FleetError(f"{len(pending)} jobs unfinished after {timeout_s:.0f} s ({left}); finished rows "
-                                 f"are in {store}; rerun to resume")
-            job = pending.pop(done[0])
-            record = _collect(ray, done[0], job)
+            ref = _next_done(ray, pending, deadline, timeout_s, store, [j.describe() for j in pending.values()])
+            job = pending.pop(ref)
+            record = _collect(ray, ref, job)
             result.jobs.append(record)
             if record.error is None:
                 merged = _merge_rows(local, record.rows)
@@ -488,16 +493,10 @@ def _gather_split(ray, part_task, pending: dict, store: Path, timeout_s: float |
     errors = []
     with ResultsStore(store) as local:
         while pending:
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=wait)
-            if not done:
-                for ref in pending:
-                    ray.cancel(ref, force=True)
-                left = ", ".join(sorted({split.job.describe() for split, _ in pending.values()}))
-                raise FleetError(f"{len(pending)} jobs unfinished after {timeout_s:.0f} s ({left}); finished rows "
-                                 f"are in {store}; rerun to resume")
-            split, images = pending.pop(done[0])
-            record = _collect(ray, done[0], split.job)
+            ref = _next_done(ray, pending, deadline, timeout_s, store,
+                             sorted({split.job.describe() for split, _ in pending.values()}))
+            split, images = pending.pop(ref)
+            record = _collect(ray, ref, split.job)
             result.jobs.append(record)
             what = "timing" if images is None else f"images {images[0]}-{images[1] - 1}"
             if record.error is not None:

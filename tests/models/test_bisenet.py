@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import onnx
 import pytest
@@ -60,15 +59,11 @@ def test_width_scales_every_channel_count() -> None:
     assert max(c.out_channels for c in convs) == 128  # 512 at width 1
 
 
-def test_exported_graph_has_only_int8_and_tensorrt_friendly_ops(model: BiSeNetV1, tmp_path: Path) -> None:
+def test_exported_graph_has_only_int8_and_tensorrt_friendly_ops(zoo_export) -> None:
     """Conv (BN folded in), ReLU, sigmoid attention, resize and global means, plus the integer shape
     arithmetic that sizes each Resize from the input (Shape → Div → Reshape/Concat)."""
-    path = tmp_path / "bisenet.onnx"
-    dims = {2: torch.export.Dim("height", min=64, max=4096), 3: torch.export.Dim("width", min=64, max=4096)}
-    torch.onnx.export(
-        model, (torch.randn(1, 3, *SIZE),), path, input_names=["input"], output_names=["logits"],
-        opset_version=18, dynamo=True, dynamic_shapes=(dims,), verbose=False,
-    )
+    exported = zoo_export("bisenet")  # dynamic H/W, shared with the contract tests
+    path, model = exported.path, exported.model
     ops = [node.op_type for node in onnx.load(path).graph.node]
     compute = {
         "Conv", "BatchNormalization", "Relu", "Sigmoid", "Mul", "Add", "Concat", "MaxPool", "Resize", "ReduceMean"

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from segedge.core.errors import InputSizeError
 from segedge.models.registry import get_spec, list_models
-from zoo_exports import NUM_CLASSES, WIDTH, Exported, valid_size, with_settled_batchnorm
+from zoo_exports import NUM_CLASSES, WIDTH, Exported, valid_size
 
 MODELS = list_models()
 
@@ -145,9 +145,10 @@ def test_a_model_without_dynamic_hw_is_refused_with_its_reason(tmp_path: Path) -
 
 
 # the models that also go checkpoint → segedge's own torch → ONNX export inside the chain (a CNN with auxiliary
-# heads, unpooling, a ViT, an encoder-decoder); the others start the chain from their session export above,
-# which every contract test already checks (the torch export is most of the chain's time on these sizes)
-FULL_CHAIN = ("bisenet", "enet", "setr-naive", "unet")
+# heads, a ViT, an encoder-decoder with skip concatenations); the others start the chain from their session export
+# above, which every contract test already checks (the torch export is most of the chain's time on these sizes; ENet,
+# the slowest to export at 25 s, left this list for that)
+FULL_CHAIN = ("bisenet", "setr-naive", "unet")
 
 
 def test_checkpoint_round_trip_and_fp16_int8_export(exported: Exported, tmp_path: Path) -> None:

@@ -3,7 +3,6 @@ graph of only Conv, ConvTranspose, MaxPool, ReLU and Add."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import onnx
 import pytest
@@ -72,14 +71,8 @@ def test_fc6_is_a_same_padded_7x7_conv_keeping_one_thirty_second() -> None:
         assert model.fc(model.backbone(torch.randn(1, 3, 96, 160))[2]).shape[-2:] == (3, 5)
 
 
-def test_exported_graph_is_plain_convolutions_without_any_crop(tmp_path: Path) -> None:
-    model = get_spec("fcn8s").build(num_classes=5, width=0.25)
-    path = tmp_path / "fcn8s.onnx"
-    dims = {2: torch.export.Dim("height", min=64, max=4096), 3: torch.export.Dim("width", min=64, max=4096)}
-    torch.onnx.export(
-        model, (torch.randn(1, 3, *SIZE),), path, input_names=["input"], output_names=["logits"],
-        opset_version=18, dynamo=True, dynamic_shapes=(dims,),
-    )
+def test_exported_graph_is_plain_convolutions_without_any_crop(zoo_export) -> None:
+    path = zoo_export("fcn8s").path  # dynamic H/W, shared with the contract tests
     ops = [node.op_type for node in onnx.load(path).graph.node]
     assert set(ops) == {"Conv", "ConvTranspose", "MaxPool", "Relu", "Add"}  # no Slice/Shape: nothing cropped
     assert ops.count("ConvTranspose") == 3 and ops.count("Add") == 2

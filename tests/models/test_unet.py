@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import onnx
 import pytest
@@ -44,15 +43,9 @@ def test_sizes_off_the_stride_are_refused_with_the_nearest_valid_ones() -> None:
         get_spec("unet").check_input_size(250, 512)
 
 
-def test_exported_graph_has_no_padding_or_shape_arithmetic(tmp_path: Path) -> None:
+def test_exported_graph_has_no_padding_or_shape_arithmetic(zoo_export) -> None:
     """Sizes are validated to be multiples of 16, so the seed's F.pad alignment is gone: the graph is
     convs, pools, transposed convs and concats, nothing that computes on shapes."""
-    model = get_spec("unet").build(num_classes=4, width=0.25)
-    path = tmp_path / "unet.onnx"
-    dims = {2: torch.export.Dim("height", min=64, max=4096), 3: torch.export.Dim("width", min=64, max=4096)}
-    torch.onnx.export(
-        model, (torch.randn(1, 3, *SIZE),), path, input_names=["input"], output_names=["logits"],
-        opset_version=18, dynamo=True, dynamic_shapes=(dims,), verbose=False,
-    )
+    path = zoo_export("unet").path  # dynamic H/W, shared with the contract tests
     ops = {node.op_type for node in onnx.load(path).graph.node}
     assert ops <= {"Conv", "BatchNormalization", "Relu", "MaxPool", "ConvTranspose", "Concat"}, ops

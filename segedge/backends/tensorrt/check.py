@@ -689,12 +689,6 @@ def _dla_resize_problem(graph: _Graph, node, rules: dict) -> str | None:
 
 # a zoo model ---------------------------------------------------------------------------------------
 
-def smallest_valid_size(spec) -> tuple[int, int]:
-    """The smallest H×W the model takes: its minimum rounded up to its size multiple."""
-    s = spec.size_multiple
-    return tuple(-(-max(m, s) // s) * s for m in spec.min_input_size)
-
-
 def check_model(
     name: str,
     profile: Profile | str,

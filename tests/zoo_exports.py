@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import math
+import os
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 
 from segedge.models.registry import ModelSpec, get_spec
 
@@ -109,3 +113,28 @@ def export_zoo_model(name: str, directory: Path) -> Exported:
         onnx_logger.removeHandler(handler)
     messages += progress.getvalue().splitlines() + [str(w.message) for w in caught]
     return Exported(spec, model, path, messages)
+
+
+def shared_zoo_export(name: str, root: Path) -> Exported:
+    """``export_zoo_model`` once per ``root``, whichever process asks first (a file lock per model); the others
+    load what it wrote: the graph, its messages and the exported model's weights (so every process tests the
+    very model that was exported, not a rebuild that a thread count could make differ)."""
+    root.mkdir(parents=True, exist_ok=True)
+    directory = root / name
+    with FileLock(str(root / f"{name}.lock")):
+        if not (directory / "done").is_file():
+            building = root / f"{name}.building"
+            shutil.rmtree(building, ignore_errors=True)
+            building.mkdir()
+            exported = export_zoo_model(name, building)
+            (building / "messages.json").write_text(json.dumps(exported.messages))
+            torch.save(exported.model.state_dict(), building / "weights.pt")
+            (building / "done").touch()
+            os.replace(building, directory)
+            exported.path = directory / "model.onnx"
+            return exported
+    spec = get_spec(name)
+    model = spec.build(num_classes=NUM_CLASSES, width=WIDTH)
+    model.load_state_dict(torch.load(directory / "weights.pt", weights_only=True))
+    messages = json.loads((directory / "messages.json").read_text())
+    return Exported(spec, model.eval(), directory / "model.onnx", messages)

@@ -62,8 +62,6 @@ def tiny_checkpoint(tmp_path_factory):
     return train(TrainConfig(**TINY_TRAIN, threads=2), out=path, progress=False)
 
 
-
-
 # Scheduling under pytest-xdist (README's command runs ``-n auto``). A test file is one unit that one worker runs, so
 # its module fixtures (an sshd, a Ray cluster, a venv) are built once; the files that export every zoo model are one
 # unit per model instead, so the exports spread over the workers; the slowest units start first, so the short files
@@ -102,7 +100,7 @@ def _rank(path: str) -> int:
 
 def pytest_collection_modifyitems(config, items):
     """The slowest files first (a stable sort: each file keeps its order and its fixtures' grouping)."""
-    items.sort(key=lambda item: _rank(schedule_unit(item.nodeid).split("[")[0]))
+    items.sort(key=lambda item: _rank(item.nodeid.split("::")[0].removeprefix("tests/")))
 
 
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: unknown (and unused) where it is not installed

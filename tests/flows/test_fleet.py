@@ -37,6 +37,39 @@ def test_without_ray_the_error_says_what_to_install(monkeypatch, capsys):
     assert "pip install 'segedge[fleet]'" in err
 
 
+class _Waits:
+    """Ray's wait and cancel as the gather loops use them: each wait answers from ``answers`` in turn."""
+
+    def __init__(self, *answers):
+        self.answers, self.timeouts, self.cancelled = list(answers), [], []
+
+    def wait(self, refs, num_returns, timeout):
+        self.timeouts.append(timeout)
+        done = self.answers.pop(0)
+        return done, [r for r in refs if r not in done]
+
+    def cancel(self, ref, force):
+        self.cancelled.append((ref, force))
+
+
+def test_the_gather_step_returns_a_finished_job_and_past_the_deadline_cancels_every_pending_one(tmp_path):
+    import time
+
+    from segedge.flows.fleet import FleetError, _next_done
+
+    pending = {"a": "job a", "b": "job b"}
+    ray = _Waits(["b"])
+    assert _next_done(ray, pending, None, None, tmp_path, ["job a", "job b"]) == "b"
+    assert ray.timeouts == [None] and ray.cancelled == []  # no --timeout: wait as long as it takes
+    ray = _Waits([])
+    with pytest.raises(FleetError) as err:
+        _next_done(ray, pending, time.monotonic() - 1, 60, tmp_path / "rows.sqlite", ["job a", "job b"])
+    assert ray.timeouts == [0.0]  # past the deadline: no wait at all
+    assert sorted(ray.cancelled) == [("a", True), ("b", True)]  # nothing keeps running on the devices
+    assert str(err.value) == (f"2 jobs unfinished after 60 s (job a, job b); finished rows are in "
+                              f"{tmp_path / 'rows.sqlite'}; rerun to resume")
+
+
 def test_files_a_job_brings_follow_the_umask(tmp_path):
     import os
 

@@ -232,5 +232,5 @@ def test_a_given_crop_larger_than_the_scene_is_still_refused():
     with pytest.raises(InputSizeError, match="larger than the scene size"):
         TrainConfig(model="unet", crop=(256, 256), scene_size=(224, 192)).validate()
     assert TrainConfig(model="unet", scene_size=(224, 192)).crop == (224, 192)
-    assert TrainConfig(model="bisenet").crop == (192, 192)  # the synthetic recipe's crop, and its cache key, unchanged
+    assert TrainConfig(model="bisenet").crop == (192, 192)  # the synthetic quick recipe's crop (issue 31)
     assert TrainConfig(model="unet", data="folder:/x", scene_size=(512, 512)).crop == (256, 256)  # real data's
